@@ -1,0 +1,39 @@
+# Makefile for the idempotency extension (PGXS)
+
+EXTENSION = idempotency
+EXTVERSION = 0.1
+MODULE_big = idempotency
+OBJS = \
+	src/idempotency.o \
+	src/guc.o \
+	src/catalog.o \
+	src/keylock.o \
+	src/keys.o \
+	src/claim.o \
+	src/manage.o \
+	src/pending.o \
+	src/sweep.o \
+	src/fingerprint.o \
+	src/stats.o \
+	src/worker.o
+HEADERS =
+DATA = sql/$(EXTENSION)--$(EXTVERSION).sql
+PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
+
+# pg_regress: API, outcomes, errors and settings
+REGRESS = setup claim complete release lookup_forget errors settings fingerprint security replay_nowrite leased sweep stats
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf
+
+# isolationtester: every concurrency promise
+ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=tmp_check_iso --temp-config=test/conf/preload.conf
+
+# TAP: background worker, restarts, crashes
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

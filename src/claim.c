@@ -1,0 +1,350 @@
+/*
+ * claim.c
+ *		idem_claim(): decide what a request with an idempotency key must do.
+ *
+ * The claim first reads the key without locking it.  A completed key, a key
+ * under a live lease and a key this transaction claimed already are answered
+ * from that read: the replay path takes no lock, assigns no transaction id
+ * and writes nothing.  Anything else takes the key's lock, which serialises
+ * every writer of the key, reads again, and then inserts, replaces or takes
+ * over the row.  Every read uses SnapshotSelf, so that at every isolation
+ * level the claim answers from the latest committed row and never meets a
+ * unique violation.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "idempotency.h"
+
+PG_FUNCTION_INFO_V1(idem_claim);
+
+/* What a claim found, before it writes anything */
+typedef enum ClaimDecision
+{
+	DECIDE_CLAIMED,				/* answer claimed from our own row */
+	DECIDE_REPLAY,
+	DECIDE_IN_PROGRESS,
+	DECIDE_MISMATCH,
+	DECIDE_TAKEOVER,			/* lease over: take the row over */
+	DECIDE_NEW					/* no live row: insert or replace */
+} ClaimDecision;
+
+/* The key as a C string, cut for use in messages */
+char *
+idem_key_cstring(text *key)
+{
+	int			len = VARSIZE_ANY_EXHDR(key);
+
+	if (len > 64)
+		len = pg_mbcliplen(VARDATA_ANY(key), len, 64);
+	return pnstrdup(VARDATA_ANY(key), len);
+}
+
+/* Fetch and check the key argument: not NULL, not empty, not too long */
+text *
+idem_key_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *key;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("idempotency key must not be null")));
+	key = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(key);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency key must not be empty")));
+	/* a character is at least one byte: count them only when it matters */
+	if (len > idem_max_key_length &&
+		pg_mbstrlen_with_len(VARDATA_ANY(key), len) > idem_max_key_length)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("idempotency key is too long"),
+				 errdetail("The key has %d characters; the limit is %d.",
+						   pg_mbstrlen_with_len(VARDATA_ANY(key), len),
+						   idem_max_key_length),
+				 errhint("Raise idempotency.max_key_length, or send a hash of the key.")));
+	return key;
+}
+
+/* Fetch and check the scope argument: not NULL, not too long */
+text *
+idem_scope_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *scope;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("scope must not be null"),
+				 errhint("The default scope is the empty string.")));
+	scope = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(scope);
+	if (len > idem_max_key_length &&
+		pg_mbstrlen_with_len(VARDATA_ANY(scope), len) > idem_max_key_length)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("scope is too long"),
+				 errdetail("The scope has %d characters; the limit is %d.",
+						   pg_mbstrlen_with_len(VARDATA_ANY(scope), len),
+						   idem_max_key_length)));
+	return scope;
+}
+
+/* Refuse to write in a read-only transaction, on a standby, or in parallel mode */
+void
+idem_prevent_write(const char *funcname)
+{
+	PreventCommandIfReadOnly(funcname);
+	PreventCommandIfParallelMode(funcname);
+}
+
+/* now + interval, checking that the interval is positive */
+static TimestampTz
+add_positive_interval(TimestampTz now, Interval *span, const char *argname)
+{
+	TimestampTz result;
+
+	result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													 TimestampTzGetDatum(now),
+													 IntervalPGetDatum(span)));
+	if (result <= now)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", argname),
+				 errdetail("The %s given is %s.", argname,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(span))))));
+	return result;
+}
+
+/* Do two non-NULL fingerprints differ? */
+static bool
+fingerprint_differs(text *given, const IdemRow *row)
+{
+	text	   *stored;
+
+	if (given == NULL || row->isnull[IDEM_COL_FINGERPRINT])
+		return false;
+	stored = (text *) DatumGetPointer(row->values[IDEM_COL_FINGERPRINT]);
+	return VARSIZE_ANY_EXHDR(given) != VARSIZE_ANY_EXHDR(stored) ||
+		memcmp(VARDATA_ANY(given), VARDATA_ANY(stored),
+			   VARSIZE_ANY_EXHDR(given)) != 0;
+}
+
+/* Decide from a row that is committed or ours */
+static ClaimDecision
+decide(const IdemRow *row, bool found, text *fingerprint, TimestampTz now)
+{
+	if (!found || !idem_row_live(row, now))
+		return DECIDE_NEW;
+	if (fingerprint_differs(fingerprint, row))
+		return DECIDE_MISMATCH;
+	if (idem_row_completed(row))
+		return DECIDE_REPLAY;
+	if (row->own)
+		return DECIDE_CLAIMED;
+	if (!row->isnull[IDEM_COL_LOCKED_UNTIL] &&
+		DatumGetTimestampTz(row->values[IDEM_COL_LOCKED_UNTIL]) > now)
+		return DECIDE_IN_PROGRESS;
+	return DECIDE_TAKEOVER;
+}
+
+/* Build idem_claim()'s result row */
+static Datum
+claim_result(IdemOutcome outcome, const IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	Datum		values[5];
+	bool		isnull[5] = {false, true, true, true, true};
+	HeapTuple	tuple;
+
+	values[0] = ObjectIdGetDatum(cat->outcome[outcome]);
+	if (row != NULL)
+	{
+		/* a mismatch row carries no response */
+		if (outcome == IDEM_OUTCOME_REPLAY)
+		{
+			values[1] = row->values[IDEM_COL_RESPONSE];
+			isnull[1] = row->isnull[IDEM_COL_RESPONSE];
+		}
+		if (outcome != IDEM_OUTCOME_MISMATCH)
+		{
+			values[2] = row->values[IDEM_COL_ATTEMPT];
+			isnull[2] = false;
+			values[3] = row->values[IDEM_COL_RECOVERY_POINT];
+			isnull[3] = row->isnull[IDEM_COL_RECOVERY_POINT];
+			values[4] = row->values[IDEM_COL_EXPIRES_AT];
+			isnull[4] = false;
+		}
+	}
+	tuple = heap_form_tuple(cat->claim_result, values, isnull);
+	return HeapTupleGetDatum(tuple);
+}
+
+/* Count an outcome and build the result */
+static Datum
+answer(IdemOutcome outcome, const IdemRow *row, bool takeover)
+{
+	static const IdemCounter counters[IDEM_NUM_OUTCOMES] = {
+		IDEM_COUNT_CLAIMS, IDEM_COUNT_REPLAYS, IDEM_COUNT_IN_PROGRESS,
+		IDEM_COUNT_MISMATCHES
+	};
+
+	idem_count(counters[outcome], 1);
+	if (takeover)
+		idem_count(IDEM_COUNT_TAKEOVERS, 1);
+	return claim_result(outcome, row);
+}
+
+/* Answer a decision that needs no write */
+static Datum
+answer_read(ClaimDecision decision, const IdemRow *row)
+{
+	switch (decision)
+	{
+		case DECIDE_CLAIMED:
+			return answer(IDEM_OUTCOME_CLAIMED, row, false);
+		case DECIDE_REPLAY:
+			return answer(IDEM_OUTCOME_REPLAY, row, false);
+		case DECIDE_IN_PROGRESS:
+			return answer(IDEM_OUTCOME_IN_PROGRESS, row, false);
+		case DECIDE_MISMATCH:
+			return answer(IDEM_OUTCOME_MISMATCH, row, false);
+		default:
+			elog(ERROR, "claim decision %d needs a write", (int) decision);
+	}
+	pg_unreachable();
+}
+
+/*
+ * idem_claim(key, fingerprint, ttl, scope, wait, lease)
+ *		returns (outcome, response, attempt, recovery_point, expires_at)
+ */
+Datum
+idem_claim(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *fingerprint = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	text	   *scope = idem_scope_arg(fcinfo, 3);
+	Interval   *lease = PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5);
+	TimestampTz now = GetCurrentStatementStartTimestamp();
+	TimestampTz expires_at;
+	TimestampTz locked_until = 0;
+	bool		wait;
+	Relation	rel;
+	IdemRow		row;
+	bool		found;
+	bool		takeover;
+	ClaimDecision decision;
+	Datum		result;
+
+	if (PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("wait must not be null")));
+	wait = PG_GETARG_BOOL(4);
+	if (PG_ARGISNULL(2))
+		expires_at = TimestampTzPlusMilliseconds(now, (int64) idem_default_ttl * 1000);
+	else
+		expires_at = add_positive_interval(now, PG_GETARG_INTERVAL_P(2), "ttl");
+	if (lease != NULL)
+	{
+		locked_until = add_positive_interval(now, lease, "lease");
+		/* a key is kept at least as long as it is leased */
+		if (expires_at < locked_until)
+			expires_at = locked_until;
+	}
+
+	rel = idem_keys_open(RowExclusiveLock);
+
+	/* read without the lock: replay, live lease and our own claim end here */
+	found = idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
+	decision = decide(&row, found, fingerprint, now);
+	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
+	{
+		result = answer_read(decision, &row);
+		table_close(rel, RowExclusiveLock);
+		PG_RETURN_DATUM(result);
+	}
+
+	/* serialise with every other writer of this key */
+	idem_prevent_write("idem_claim()");
+	if (!idem_lock_key(scope, key, wait))
+	{
+		result = answer(IDEM_OUTCOME_IN_PROGRESS, NULL, false);
+		table_close(rel, RowExclusiveLock);
+		PG_RETURN_DATUM(result);
+	}
+
+	found = idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
+	decision = decide(&row, found, fingerprint, now);
+	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
+	{
+		/* nothing to write: let the next caller of this key in */
+		if (decision != DECIDE_CLAIMED)
+			idem_unlock_key(scope, key);
+		result = answer_read(decision, &row);
+		table_close(rel, RowExclusiveLock);
+		PG_RETURN_DATUM(result);
+	}
+
+	takeover = (decision == DECIDE_TAKEOVER);
+	if (takeover)
+	{
+		/* a lease ran out: the next attempt resumes from the recovery point */
+		idem_row_set(&row, IDEM_COL_ATTEMPT,
+					 Int32GetDatum(DatumGetInt32(row.values[IDEM_COL_ATTEMPT]) + 1),
+					 false);
+		if (row.isnull[IDEM_COL_FINGERPRINT] && fingerprint != NULL)
+			idem_row_set(&row, IDEM_COL_FINGERPRINT, PointerGetDatum(fingerprint), false);
+	}
+	else
+	{
+		/* a new key, or one that expired: start afresh */
+		ItemPointerData old_tid;
+
+		if (found)
+			old_tid = row.tid;
+		idem_row_init(&row, scope, key);
+		if (found)
+			row.tid = old_tid;
+		idem_row_set(&row, IDEM_COL_ATTEMPT, Int32GetDatum(1), false);
+		idem_row_set(&row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(now), false);
+		idem_row_set(&row, IDEM_COL_FINGERPRINT, PointerGetDatum(fingerprint),
+					 fingerprint == NULL);
+	}
+	idem_row_set(&row, IDEM_COL_STATUS,
+				 ObjectIdGetDatum(idem_catalog()->status_in_progress), false);
+	idem_row_set(&row, IDEM_COL_EXPIRES_AT, TimestampTzGetDatum(expires_at), false);
+	idem_row_set(&row, IDEM_COL_LOCKED_UNTIL, TimestampTzGetDatum(locked_until),
+				 lease == NULL);
+	idem_row_set(&row, IDEM_COL_LEASE, IntervalPGetDatum(lease), lease == NULL);
+
+	if (!found || idem_keys_update(rel, &row) == TM_Deleted)
+		idem_keys_insert(rel, &row);
+
+	/* a transactional claim is completed when its transaction commits */
+	if (lease == NULL)
+		idem_pending_add(scope, key);
+
+	result = answer(IDEM_OUTCOME_CLAIMED, &row, takeover);
+	table_close(rel, RowExclusiveLock);
+	PG_RETURN_DATUM(result);
+}

@@ -1,0 +1,155 @@
+/*
+ * idempotency.h
+ *		Declarations shared by the idempotency extension's source files.
+ */
+#ifndef IDEMPOTENCY_H
+#define IDEMPOTENCY_H
+
+#include "access/attnum.h"
+#include "access/tableam.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
+#include "utils/timestamp.h"
+
+/*
+ * Settings (guc.c)
+ */
+extern int	idem_default_ttl;		/* seconds */
+extern int	idem_max_key_length;	/* characters */
+extern int	idem_max_response_size; /* bytes */
+extern int	idem_sweep_interval;	/* seconds */
+extern int	idem_sweep_batch_size;	/* rows */
+
+extern void idem_guc_init(void);
+
+/*
+ * Columns of idem_keys, by role.  Their attribute numbers are looked up by
+ * name once per backend (catalog.c).
+ */
+typedef enum IdemColumn
+{
+	IDEM_COL_SCOPE,
+	IDEM_COL_KEY,
+	IDEM_COL_STATUS,
+	IDEM_COL_FINGERPRINT,
+	IDEM_COL_RESPONSE,
+	IDEM_COL_ATTEMPT,
+	IDEM_COL_RECOVERY_POINT,
+	IDEM_COL_CREATED_AT,
+	IDEM_COL_COMPLETED_AT,
+	IDEM_COL_EXPIRES_AT,
+	IDEM_COL_LOCKED_UNTIL,
+	IDEM_COL_LEASE,
+	IDEM_NUM_COLUMNS
+} IdemColumn;
+
+/* Labels of idem_outcome, in declaration order */
+typedef enum IdemOutcome
+{
+	IDEM_OUTCOME_CLAIMED,
+	IDEM_OUTCOME_REPLAY,
+	IDEM_OUTCOME_IN_PROGRESS,
+	IDEM_OUTCOME_MISMATCH,
+	IDEM_NUM_OUTCOMES
+} IdemOutcome;
+
+/*
+ * What the extension's objects are in this database (catalog.c).  Filled on
+ * first use, kept until the keys table is invalidated (DROP EXTENSION, ALTER
+ * TABLE, VACUUM, ...).
+ */
+typedef struct IdemCatalog
+{
+	Oid			namespace;		/* the extension's schema */
+	Oid			keys_relid;		/* idem_keys */
+	Oid			pkey_indexid;	/* primary key (scope, key) */
+	Oid			expires_indexid;	/* index on expires_at */
+	Oid			status_in_progress; /* enum label OIDs of idem_status */
+	Oid			status_completed;
+	Oid			outcome[IDEM_NUM_OUTCOMES]; /* enum label OIDs of idem_outcome */
+	AttrNumber	attnum[IDEM_NUM_COLUMNS];
+	int			natts;			/* attributes of idem_keys, dropped included */
+	TupleDesc	claim_result;	/* blessed row type of idem_claim() */
+} IdemCatalog;
+
+extern void idem_catalog_init(void);
+extern const IdemCatalog *idem_catalog(void);
+extern const IdemCatalog *idem_catalog_if_installed(void);
+
+/*
+ * A key's row, as read from idem_keys (keys.c).  values and isnull are
+ * indexed by IdemColumn; the row's other attributes are carried in
+ * all_values/all_isnull so that an update keeps them.
+ */
+typedef struct IdemRow
+{
+	ItemPointerData tid;
+	bool		own;			/* this version was written by our transaction */
+	Datum		values[IDEM_NUM_COLUMNS];
+	bool		isnull[IDEM_NUM_COLUMNS];
+	Datum	   *all_values;
+	bool	   *all_isnull;
+} IdemRow;
+
+extern Relation idem_keys_open(LOCKMODE lockmode);
+extern bool idem_keys_fetch(Relation rel, text *scope, text *key,
+							Snapshot snapshot, IdemRow *row);
+extern void idem_keys_insert(Relation rel, IdemRow *row);
+extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
+extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
+extern void idem_row_init(IdemRow *row, text *scope, text *key);
+extern void idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull);
+extern bool idem_row_completed(const IdemRow *row);
+extern bool idem_row_live(const IdemRow *row, TimestampTz now);
+
+/*
+ * Per-key locks in the extension's own advisory lock space (keylock.c)
+ */
+extern bool idem_lock_key(text *scope, text *key, bool wait);
+extern void idem_unlock_key(text *scope, text *key);
+
+/*
+ * Arguments shared by the SQL functions (claim.c)
+ */
+extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
+extern text *idem_scope_arg(FunctionCallInfo fcinfo, int argno);
+extern void idem_prevent_write(const char *funcname);
+extern char *idem_key_cstring(text *key);
+
+/*
+ * Transactional claims that are completed at commit (pending.c)
+ */
+extern void idem_pending_init(void);
+extern void idem_pending_add(text *scope, text *key);
+
+/*
+ * Expiry (sweep.c)
+ */
+extern int64 idem_sweep_keys(int64 max_rows, bool nowait);
+
+/*
+ * Counters in shared memory (stats.c).  Counting is a no-op when the library
+ * was not preloaded.
+ */
+typedef enum IdemCounter
+{
+	IDEM_COUNT_CLAIMS,			/* claims answered "claimed", takeovers included */
+	IDEM_COUNT_REPLAYS,
+	IDEM_COUNT_IN_PROGRESS,
+	IDEM_COUNT_MISMATCHES,
+	IDEM_COUNT_TAKEOVERS,
+	IDEM_COUNT_COMPLETIONS,		/* explicit and at commit */
+	IDEM_COUNT_RELEASES,
+	IDEM_COUNT_SWEPT,			/* keys deleted by any sweep */
+	IDEM_NUM_COUNTERS
+} IdemCounter;
+
+extern void idem_stats_init(void);
+extern void idem_count(IdemCounter counter, int64 n);
+
+/*
+ * Background worker (worker.c)
+ */
+extern void idem_worker_init(void);
+
+#endif							/* IDEMPOTENCY_H */

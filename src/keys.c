@@ -1,0 +1,287 @@
+/*
+ * keys.c
+ *		Reading and writing rows of idem_keys through the table and index
+ *		access methods, with no SQL to parse or plan.
+ *
+ * Writes go through the executor's index maintenance, so an index that an
+ * operator adds to the table is kept up to date too.  Triggers and row-level
+ * security policies on idem_keys are not applied: the functions are the
+ * interface to the table.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "nodes/execnodes.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "idempotency.h"
+
+/* Open idem_keys */
+Relation
+idem_keys_open(LOCKMODE lockmode)
+{
+	return table_open(idem_catalog()->keys_relid, lockmode);
+}
+
+/* Start a row for a new key: every column NULL but scope and key */
+void
+idem_row_init(IdemRow *row, text *scope, text *key)
+{
+	const IdemCatalog *cat = idem_catalog();
+	int			i;
+
+	ItemPointerSetInvalid(&row->tid);
+	row->own = false;
+	row->all_values = palloc0(sizeof(Datum) * cat->natts);
+	row->all_isnull = palloc(sizeof(bool) * cat->natts);
+	for (i = 0; i < cat->natts; i++)
+		row->all_isnull[i] = true;
+	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
+	{
+		row->values[i] = (Datum) 0;
+		row->isnull[i] = true;
+	}
+	idem_row_set(row, IDEM_COL_SCOPE, PointerGetDatum(scope), false);
+	idem_row_set(row, IDEM_COL_KEY, PointerGetDatum(key), false);
+}
+
+/* Set one column of a row */
+void
+idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull)
+{
+	AttrNumber	attnum = idem_catalog()->attnum[col];
+
+	row->values[col] = value;
+	row->isnull[col] = isnull;
+	row->all_values[attnum - 1] = value;
+	row->all_isnull[attnum - 1] = isnull;
+}
+
+/* Is the row's status 'completed'? */
+bool
+idem_row_completed(const IdemRow *row)
+{
+	return DatumGetObjectId(row->values[IDEM_COL_STATUS]) ==
+		idem_catalog()->status_completed;
+}
+
+/*
+ * Is the row live at 'now'?  A key under an unexpired lease is live whatever
+ * its expires_at, though claims keep expires_at at or after locked_until.
+ */
+bool
+idem_row_live(const IdemRow *row, TimestampTz now)
+{
+	if (DatumGetTimestampTz(row->values[IDEM_COL_EXPIRES_AT]) > now)
+		return true;
+	return !idem_row_completed(row) &&
+		!row->isnull[IDEM_COL_LOCKED_UNTIL] &&
+		DatumGetTimestampTz(row->values[IDEM_COL_LOCKED_UNTIL]) > now;
+}
+
+/*
+ * Copy a datum out of a buffer, fetching it from TOAST if needed, so that it
+ * outlives the scan that found it.
+ */
+static Datum
+copy_datum(Datum value, Form_pg_attribute att)
+{
+	if (att->attlen == -1)
+		return PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
+	return datumCopy(value, att->attbyval, att->attlen);
+}
+
+/*
+ * Find the row of (scope, key) visible to 'snapshot' through the primary
+ * key.  SnapshotSelf sees what committed and what this transaction wrote,
+ * including in the current command; the claim paths read with it, so that
+ * they answer from the latest committed row at every isolation level.
+ */
+bool
+idem_keys_fetch(Relation rel, text *scope, text *key, Snapshot snapshot,
+				IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	Relation	index;
+	IndexScanDesc scan;
+	ScanKeyData skey[2];
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	index = index_open(cat->pkey_indexid, AccessShareLock);
+	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ,
+						   PointerGetDatum(scope));
+	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[1], F_TEXTEQ,
+						   PointerGetDatum(key));
+
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		should_free;
+		HeapTuple	tuple;
+		int			i;
+
+		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		row->tid = tuple->t_self;
+		row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
+
+		slot_getallattrs(slot);
+		row->all_values = palloc(sizeof(Datum) * cat->natts);
+		row->all_isnull = palloc(sizeof(bool) * cat->natts);
+		for (i = 0; i < cat->natts; i++)
+		{
+			row->all_isnull[i] = slot->tts_isnull[i];
+			row->all_values[i] = slot->tts_isnull[i] ? (Datum) 0 :
+				copy_datum(slot->tts_values[i], TupleDescAttr(desc, i));
+		}
+		for (i = 0; i < IDEM_NUM_COLUMNS; i++)
+		{
+			row->values[i] = row->all_values[cat->attnum[i] - 1];
+			row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
+		}
+		if (should_free)
+			heap_freetuple(tuple);
+		found = true;
+	}
+
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	return found;
+}
+
+/* A minimal executor state for index maintenance of one relation */
+static EState *
+writer_begin(Relation rel, ResultRelInfo **rri_out)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	*rri_out = rri;
+	return estate;
+}
+
+/* Release what writer_begin() set up */
+static void
+writer_end(EState *estate, ResultRelInfo *rri)
+{
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+}
+
+/* Form the row in a slot of the table's own type */
+static TupleTableSlot *
+row_slot(Relation rel, IdemRow *row)
+{
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int			natts = RelationGetDescr(rel)->natts;
+
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, row->all_values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, row->all_isnull, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(slot);
+	return slot;
+}
+
+/* Insert a new row; a concurrent duplicate raises unique_violation */
+void
+idem_keys_insert(Relation rel, IdemRow *row)
+{
+	ResultRelInfo *rri;
+	EState	   *estate = writer_begin(rel, &rri);
+	TupleTableSlot *slot = row_slot(rel, row);
+	List	   *recheck;
+
+	table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	list_free(recheck);
+	row->tid = slot->tts_tid;
+	row->own = true;
+
+	ExecDropSingleTupleTableSlot(slot);
+	writer_end(estate, rri);
+	CommandCounterIncrement();
+}
+
+/*
+ * Replace the row at row->tid by row's values.  Waits for a transaction that
+ * is deleting the row (a sweep); returns TM_Deleted if it went away.
+ */
+TM_Result
+idem_keys_update(Relation rel, IdemRow *row)
+{
+	ResultRelInfo *rri;
+	EState	   *estate = writer_begin(rel, &rri);
+	TupleTableSlot *slot = row_slot(rel, row);
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	TM_Result	result;
+
+	result = table_tuple_update(rel, &row->tid, slot, estate->es_output_cid,
+								InvalidSnapshot, InvalidSnapshot, true,
+								&tmfd, &lockmode, &update_indexes);
+	if (result == TM_Ok)
+	{
+		if (update_indexes)
+		{
+			/*
+			 * update = false: the "index unchanged" hint needs a range table,
+			 * and an update that is not HOT changed an indexed column anyway.
+			 */
+			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false,
+											NULL, NIL));
+		}
+		row->tid = slot->tts_tid;
+		row->own = true;
+	}
+	else if (result != TM_Deleted)
+		elog(ERROR, "unexpected result %d updating idempotency key", (int) result);
+
+	ExecDropSingleTupleTableSlot(slot);
+	writer_end(estate, rri);
+	CommandCounterIncrement();
+	return result;
+}
+
+/*
+ * Delete the row at tid.  With !wait, a row that another transaction is
+ * changing is left alone (TM_BeingModified).
+ */
+TM_Result
+idem_keys_delete(Relation rel, ItemPointer tid, bool wait)
+{
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = table_tuple_delete(rel, tid, GetCurrentCommandId(true),
+								InvalidSnapshot, InvalidSnapshot, wait,
+								&tmfd, false);
+	if (result == TM_Ok)
+		CommandCounterIncrement();
+	return result;
+}

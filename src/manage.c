@@ -1,0 +1,278 @@
+/*
+ * manage.c
+ *		What a claim's owner and an operator do with a key afterwards:
+ *		idem_complete(), idem_checkpoint(), idem_release(), idem_forget()
+ *		and idem_lookup().
+ *
+ * Every writer takes the key's lock and keeps it to the end of its
+ * transaction, so that no claim can take over a row while it changes.
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/table.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "idempotency.h"
+
+PG_FUNCTION_INFO_V1(idem_complete);
+PG_FUNCTION_INFO_V1(idem_checkpoint);
+PG_FUNCTION_INFO_V1(idem_release);
+PG_FUNCTION_INFO_V1(idem_forget);
+PG_FUNCTION_INFO_V1(idem_lookup);
+
+/* Lock the key and read its row as the claim paths do */
+static bool
+fetch_locked(Relation rel, text *scope, text *key, IdemRow *row)
+{
+	idem_lock_key(scope, key, true);
+	return idem_keys_fetch(rel, scope, key, SnapshotSelf, row);
+}
+
+/* Fail unless the key has a live, in-progress row */
+static void
+check_in_progress(const IdemRow *row, bool found, text *key, TimestampTz now)
+{
+	if (!found || !idem_row_live(row, now))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idempotency key \"%s\" is not claimed", idem_key_cstring(key)),
+				 errhint("Call idem_claim() first; an expired key must be claimed again.")));
+	if (idem_row_completed(row))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idempotency key \"%s\" is already completed", idem_key_cstring(key)),
+				 errhint("idem_forget() deletes a completed key.")));
+}
+
+/* Write the row back; fail if a sweep deleted it meanwhile */
+static void
+update_or_fail(Relation rel, IdemRow *row, text *key)
+{
+	if (idem_keys_update(rel, row) == TM_Deleted)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idempotency key \"%s\" expired and was deleted", idem_key_cstring(key)),
+				 errhint("Call idem_claim() to claim it again.")));
+}
+
+/*
+ * Fail unless the caller owns the in-progress row: it was written by this
+ * transaction, or it is leased and 'attempt' is its current attempt.  The
+ * attempt is the fencing token: once a lease ran out and another caller took
+ * the key over, the old attempt can no longer change it.
+ */
+static void
+check_owner(const IdemRow *row, text *key, FunctionCallInfo fcinfo, int argno)
+{
+	int32		current = DatumGetInt32(row->values[IDEM_COL_ATTEMPT]);
+
+	if (!PG_ARGISNULL(argno))
+	{
+		int32		attempt = PG_GETARG_INT32(argno);
+
+		if (attempt < current)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("attempt %d of idempotency key \"%s\" is stale",
+							attempt, idem_key_cstring(key)),
+					 errdetail("The lease of attempt %d ran out and the key was taken over; the current attempt is %d.",
+							   attempt, current),
+					 errhint("Stop working on this key: its current owner will finish it.")));
+		if (attempt != current)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("attempt %d of idempotency key \"%s\" does not exist",
+							attempt, idem_key_cstring(key)),
+					 errdetail("The current attempt is %d.", current)));
+	}
+	if (row->own)
+		return;
+	if (row->isnull[IDEM_COL_LEASE])
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idempotency key \"%s\" is not claimed by this transaction",
+						idem_key_cstring(key)),
+				 errdetail("A key claimed without a lease belongs to the transaction that claimed it.")));
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("attempt must be given for a leased key claimed by another transaction"),
+				 errhint("Pass the attempt that idem_claim() returned.")));
+}
+
+/*
+ * idem_complete(key, response, scope, attempt): store the result of a claim
+ */
+Datum
+idem_complete(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *scope = idem_scope_arg(fcinfo, 2);
+	TimestampTz now = GetCurrentStatementStartTimestamp();
+	Relation	rel;
+	IdemRow		row;
+	bool		found;
+
+	if (!PG_ARGISNULL(1))
+	{
+		Size		size = toast_raw_datum_size(PG_GETARG_DATUM(1));
+
+		if (size > (Size) idem_max_response_size)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("response is too large"),
+					 errdetail("The response has %zu bytes; idempotency.max_response_size is %d bytes.",
+							   size, idem_max_response_size),
+					 errhint("Store a smaller response, such as the identifier of the row that holds the result.")));
+	}
+
+	idem_prevent_write("idem_complete()");
+	rel = idem_keys_open(RowExclusiveLock);
+	found = fetch_locked(rel, scope, key, &row);
+	check_in_progress(&row, found, key, now);
+	check_owner(&row, key, fcinfo, 3);
+
+	idem_row_set(&row, IDEM_COL_STATUS,
+				 ObjectIdGetDatum(idem_catalog()->status_completed), false);
+	idem_row_set(&row, IDEM_COL_RESPONSE,
+				 PG_ARGISNULL(1) ? (Datum) 0 : PointerGetDatum(PG_GETARG_JSONB_P(1)),
+				 PG_ARGISNULL(1));
+	idem_row_set(&row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(now), false);
+	idem_row_set(&row, IDEM_COL_LOCKED_UNTIL, (Datum) 0, true);
+	update_or_fail(rel, &row, key);
+	table_close(rel, RowExclusiveLock);
+
+	idem_count(IDEM_COUNT_COMPLETIONS, 1);
+	PG_RETURN_VOID();
+}
+
+/*
+ * idem_checkpoint(key, recovery_point, scope, attempt): record progress of a
+ * leased claim and extend its lease by its length.  A NULL recovery point
+ * keeps the last one.  Returns the new end of the lease.
+ */
+Datum
+idem_checkpoint(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *scope = idem_scope_arg(fcinfo, 2);
+	TimestampTz now = GetCurrentStatementStartTimestamp();
+	TimestampTz locked_until;
+	Relation	rel;
+	IdemRow		row;
+	bool		found;
+
+	idem_prevent_write("idem_checkpoint()");
+	rel = idem_keys_open(RowExclusiveLock);
+	found = fetch_locked(rel, scope, key, &row);
+	check_in_progress(&row, found, key, now);
+	if (row.isnull[IDEM_COL_LEASE])
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idempotency key \"%s\" has no lease", idem_key_cstring(key)),
+				 errhint("idem_checkpoint() records the progress of a claim made with a lease.")));
+	check_owner(&row, key, fcinfo, 3);
+
+	locked_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(now),
+														   row.values[IDEM_COL_LEASE]));
+	if (!PG_ARGISNULL(1))
+		idem_row_set(&row, IDEM_COL_RECOVERY_POINT, PG_GETARG_DATUM(1), false);
+	idem_row_set(&row, IDEM_COL_LOCKED_UNTIL, TimestampTzGetDatum(locked_until), false);
+	if (DatumGetTimestampTz(row.values[IDEM_COL_EXPIRES_AT]) < locked_until)
+		idem_row_set(&row, IDEM_COL_EXPIRES_AT, TimestampTzGetDatum(locked_until), false);
+	update_or_fail(rel, &row, key);
+	table_close(rel, RowExclusiveLock);
+
+	PG_RETURN_TIMESTAMPTZ(locked_until);
+}
+
+/*
+ * idem_release(key, scope, attempt): give a claim up so that a retry runs
+ * again.  Returns false if there was no live key to release.
+ */
+Datum
+idem_release(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *scope = idem_scope_arg(fcinfo, 1);
+	TimestampTz now = GetCurrentStatementStartTimestamp();
+	Relation	rel;
+	IdemRow		row;
+	bool		found;
+	bool		released = false;
+
+	idem_prevent_write("idem_release()");
+	rel = idem_keys_open(RowExclusiveLock);
+	found = fetch_locked(rel, scope, key, &row);
+	if (found && idem_row_live(&row, now))
+	{
+		check_in_progress(&row, found, key, now);
+		check_owner(&row, key, fcinfo, 2);
+		released = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
+	}
+	if (!released)
+		idem_unlock_key(scope, key);
+	table_close(rel, RowExclusiveLock);
+
+	if (released)
+		idem_count(IDEM_COUNT_RELEASES, 1);
+	PG_RETURN_BOOL(released);
+}
+
+/*
+ * idem_forget(key, scope): delete a key whatever its state.  Returns whether
+ * there was a row to delete.
+ */
+Datum
+idem_forget(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *scope = idem_scope_arg(fcinfo, 1);
+	Relation	rel;
+	IdemRow		row;
+	bool		deleted = false;
+
+	idem_prevent_write("idem_forget()");
+	rel = idem_keys_open(RowExclusiveLock);
+	if (fetch_locked(rel, scope, key, &row))
+		deleted = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
+	if (!deleted)
+		idem_unlock_key(scope, key);
+	table_close(rel, RowExclusiveLock);
+
+	PG_RETURN_BOOL(deleted);
+}
+
+/*
+ * idem_lookup(key, scope): the live row of a key, or no row.  It reads with
+ * the statement's snapshot and takes no lock, so it works on a hot standby.
+ */
+Datum
+idem_lookup(PG_FUNCTION_ARGS)
+{
+	text	   *key = idem_key_arg(fcinfo, 0);
+	text	   *scope = idem_scope_arg(fcinfo, 1);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Relation	rel;
+	IdemRow		row;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	rel = idem_keys_open(AccessShareLock);
+	if (idem_keys_fetch(rel, scope, key, GetActiveSnapshot(), &row) &&
+		idem_row_live(&row, GetCurrentStatementStartTimestamp()))
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+							 row.all_values, row.all_isnull);
+	table_close(rel, AccessShareLock);
+
+	return (Datum) 0;
+}

@@ -1,0 +1,134 @@
+/*
+ * sweep.c
+ *		idem_sweep(): delete expired keys, oldest first, through the index on
+ *		expires_at.
+ *
+ * A sweep never waits for a row: a row that another transaction is changing
+ * (a claim replacing an expired key, say) is left for the next sweep.  It
+ * deletes only rows that were committed when it started, and never a key
+ * under an unexpired lease.  A claim that replaces an expired row the sweep
+ * has just deleted waits for the sweep's transaction, so sweeps should be
+ * short: the background worker commits every idempotency.sweep_batch_size
+ * rows, and idem_sweep(max_rows) bounds a sweep run by hand.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "storage/lmgr.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "idempotency.h"
+
+PG_FUNCTION_INFO_V1(idem_sweep);
+
+/* Is the slot's row under a lease that has not run out? */
+static bool
+leased(TupleTableSlot *slot, const IdemCatalog *cat, TimestampTz now)
+{
+	bool		isnull;
+	Datum		value;
+
+	value = slot_getattr(slot, cat->attnum[IDEM_COL_STATUS], &isnull);
+	if (DatumGetObjectId(value) != cat->status_in_progress)
+		return false;
+	value = slot_getattr(slot, cat->attnum[IDEM_COL_LOCKED_UNTIL], &isnull);
+	return !isnull && DatumGetTimestampTz(value) > now;
+}
+
+/*
+ * Delete up to max_rows expired keys (all of them if max_rows is 0) in the
+ * current transaction; returns how many.  With nowait, give up at once if
+ * the table is locked (DROP EXTENSION, say) rather than queue behind it.
+ */
+int64
+idem_sweep_keys(int64 max_rows, bool nowait)
+{
+	const IdemCatalog *cat = idem_catalog();
+	TimestampTz now = GetCurrentTimestamp();
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	ScanKeyData skey;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	CommandId	cid;
+	int64		deleted = 0;
+
+	if (!OidIsValid(cat->expires_indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table \"idem_keys\" has no index on expires_at")));
+
+	if (nowait)
+	{
+		if (!ConditionalLockRelationOid(cat->keys_relid, RowExclusiveLock))
+			return 0;
+		rel = table_open(cat->keys_relid, NoLock);
+	}
+	else
+		rel = table_open(cat->keys_relid, RowExclusiveLock);
+	index = index_open(cat->expires_indexid, AccessShareLock);
+
+	cid = GetCurrentCommandId(true);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&skey, 1, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+				TimestampTzGetDatum(now));
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		TM_FailureData tmfd;
+
+		if (leased(slot, cat, now))
+			continue;
+		if (table_tuple_delete(rel, &slot->tts_tid, cid, snapshot,
+							   InvalidSnapshot, false, &tmfd, false) != TM_Ok)
+			continue;
+		if (++deleted == max_rows)
+			break;
+	}
+
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	table_close(rel, NoLock);
+
+	if (deleted > 0)
+		CommandCounterIncrement();
+	idem_count(IDEM_COUNT_SWEPT, deleted);
+	return deleted;
+}
+
+/*
+ * idem_sweep(max_rows): delete expired keys now, in this transaction
+ */
+Datum
+idem_sweep(PG_FUNCTION_ARGS)
+{
+	int64		max_rows = 0;
+
+	if (!PG_ARGISNULL(0))
+	{
+		max_rows = PG_GETARG_INT32(0);
+		if (max_rows <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_rows must be positive"),
+					 errhint("Pass NULL to delete every expired key.")));
+	}
+	idem_prevent_write("idem_sweep()");
+	PG_RETURN_INT64(idem_sweep_keys(max_rows, false));
+}
