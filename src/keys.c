@@ -26,16 +26,32 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
+#include "miscadmin.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 
 #include "idempotency.h"
 
-/* Open idem_keys */
+/*
+ * Open idem_keys for one of the SQL functions.  They read and write the
+ * table directly, so they cannot apply row-level security policies: rather
+ * than ignore policies that apply to the caller, they refuse.
+ */
 Relation
 idem_keys_open(LOCKMODE lockmode)
 {
-	return table_open(idem_catalog()->keys_relid, lockmode);
+	Relation	rel = table_open(idem_catalog()->keys_relid, lockmode);
+
+	if (rel->rd_rel->relrowsecurity &&
+		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row-level security on table \"idem_keys\" applies to role \"%s\"",
+						GetUserNameFromId(GetUserId(), false)),
+				 errdetail("The idempotency functions read and write the table directly and do not apply its policies."),
+				 errhint("Call them through a SECURITY DEFINER function that sets the scope for the caller.")));
+	return rel;
 }
 
 /* Start a row for a new key: every column NULL but scope and key */
