@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+#
+# Run every test of the extension: pg_regress (API, outcomes, errors),
+# isolationtester (concurrency promises) and TAP (background worker, restarts,
+# crashes), each against throwaway clusters that the suites start themselves.
+# Installs what is missing (Debian 12), builds with warnings as errors, and
+# runs the servers and tests as an unprivileged user.  Ends with the line
+# "N passed, M failed" and exits non-zero if anything failed.
+#
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_deps
+build_install
+tree=$(writable_tree)
+log=$(mktemp)
+passed=0
+failed=0
+
+# Count pg_regress / isolation results: "test name ... ok" or "... FAILED"
+count_regress() {
+	local ok bad
+	ok=$(grep -cE '\.\.\. ok( |$)' "$log" || true)
+	bad=$(grep -cE '\.\.\. FAILED' "$log" || true)
+	passed=$((passed + ok))
+	failed=$((failed + bad))
+}
+
+# Count TAP assertions from prove's summary
+count_tap() {
+	local tests bad dead
+	tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+).*/\1/p' "$log" | tail -n 1)
+	bad=$(sed -nE 's/.*Failed ([0-9]+)\/[0-9]+ subtests.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+	# a script that died without failing an assertion still failed
+	dead=$(grep -cE 'Non-zero (exit|wait) status|No plan found|Bad plan' "$log" || true)
+	passed=$((passed + ${tests:-0} - bad))
+	if [ "$bad" -eq 0 ]; then bad=$dead; fi
+	failed=$((failed + bad))
+}
+
+# Run one suite through PGXS installcheck; the other suites are switched off
+run_suite() {
+	local name=$1
+	shift
+	echo "== $name"
+	set +e
+	(cd "$tree" && as_test_user make -s PG_CONFIG="$PG_CONFIG" installcheck "$@") 2>&1 | tee "$log"
+	local rc=${PIPESTATUS[0]}
+	set -e
+	if [ "$name" = tap ]; then count_tap; else count_regress; fi
+	if [ "$rc" -ne 0 ]; then
+		# a suite that failed without reporting a failed test still failed
+		grep -qE 'FAILED|Failed [0-9]+/' "$log" || failed=$((failed + 1))
+		for f in "$tree/regression.diffs" "$tree/output_iso/regression.diffs"; do
+			[ -s "$f" ] && { echo "---- $f"; head -n 200 "$f"; }
+		done
+		find "$tree/tmp_check" -name '*.log' -newer "$log" 2>/dev/null | head -n 5 |
+			while read -r f; do echo "---- $f"; tail -n 40 "$f"; done
+	fi
+	return 0
+}
+
+run_suite regress ISOLATION= TAP_TESTS=
+run_suite isolation REGRESS= TAP_TESTS=
+run_suite tap REGRESS= ISOLATION=
+
+rm -f "$log"
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
