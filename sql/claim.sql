@@ -70,6 +70,17 @@ RELEASE SAVEPOINT s2;
 COMMIT;
 SELECT outcome, response FROM idem_claim('order-8');
 
+-- two-phase commit: the claim is completed when the transaction is prepared,
+-- and becomes visible with COMMIT PREPARED
+BEGIN;
+SELECT outcome FROM idem_claim('order-2pc');
+PREPARE TRANSACTION 'idem_2pc';
+SELECT count(*) FROM idem_keys WHERE key = 'order-2pc';
+SELECT outcome FROM idem_claim('order-2pc', wait => false);
+COMMIT PREPARED 'idem_2pc';
+SELECT status FROM idem_keys WHERE key = 'order-2pc';
+SELECT outcome FROM idem_claim('order-2pc');
+
 -- an expired key is claimed afresh, replacing the old row
 UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second'
  WHERE key = 'order-2';
