@@ -68,9 +68,15 @@ SELECT idem_complete('pay-3', '"done"');
 COMMIT;
 SELECT status, response, recovery_point FROM idem_keys WHERE key = 'pay-3';
 
--- release with the attempt frees the key; the next claim starts at attempt 1
+-- release with the attempt frees the key: the next claim runs again, with the
+-- next attempt and no recovery point, so the released attempt stays fenced off
+SELECT idem_checkpoint('pay-2', 'half-way', attempt => 1) IS NOT NULL AS checkpointed;
 SELECT idem_release('pay-2', attempt => 1);
-SELECT outcome, attempt FROM idem_claim('pay-2', lease => '1 minute');
+SELECT status, attempt, locked_until, recovery_point FROM idem_keys WHERE key = 'pay-2';
+SELECT count(*) FROM idem_lookup('pay-2');
+SELECT outcome, attempt, recovery_point FROM idem_claim('pay-2', lease => '1 minute');
+SELECT idem_complete('pay-2', '"from the released attempt"', attempt => 1);
+\echo :LAST_ERROR_SQLSTATE
 
 -- a takeover without a lease is transactional: completed at its commit
 UPDATE idem_keys SET locked_until = statement_timestamp() - interval '1 second' WHERE key = 'pay-2';
@@ -85,3 +91,15 @@ SELECT outcome, expires_at = statement_timestamp() + interval '2 hours' AS kept_
 UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second' WHERE key = 'pay-4';
 SELECT outcome FROM idem_claim('pay-4');
 SELECT count(*) FROM idem_lookup('pay-4');
+
+-- a leased key abandoned past its ttl is claimed afresh, but its attempt
+-- number is not handed out again: the late worker stays fenced off
+UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second',
+                     locked_until = statement_timestamp() - interval '1 second'
+ WHERE key = 'pay-4';
+SELECT outcome, attempt, recovery_point FROM idem_claim('pay-4', lease => '1 minute');
+SELECT idem_complete('pay-4', '{}', attempt => 1);
+\echo :LAST_ERROR_SQLSTATE
+-- a completed key that expired starts again at attempt 1
+UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second' WHERE key = 'pay-1';
+SELECT outcome, attempt, response FROM idem_claim('pay-1');

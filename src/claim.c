@@ -317,15 +317,24 @@ idem_claim(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		/* a new key, or one that expired: start afresh */
+		/*
+		 * A new key, or one that expired: start afresh.  An expired key that
+		 * was still in progress may have a worker that is only late: its
+		 * attempt number is not handed out again.
+		 */
 		ItemPointerData old_tid;
+		int32		attempt = 1;
 
 		if (found)
+		{
 			old_tid = row.tid;
+			if (!idem_row_completed(&row))
+				attempt = DatumGetInt32(row.values[IDEM_COL_ATTEMPT]) + 1;
+		}
 		idem_row_init(&row, scope, key);
 		if (found)
 			row.tid = old_tid;
-		idem_row_set(&row, IDEM_COL_ATTEMPT, Int32GetDatum(1), false);
+		idem_row_set(&row, IDEM_COL_ATTEMPT, Int32GetDatum(attempt), false);
 		idem_row_set(&row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(now), false);
 		idem_row_set(&row, IDEM_COL_FINGERPRINT, PointerGetDatum(fingerprint),
 					 fingerprint == NULL);

@@ -198,6 +198,12 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 /*
  * idem_release(key, scope, attempt): give a claim up so that a retry runs
  * again.  Returns false if there was no live key to release.
+ *
+ * A first, transactional claim is deleted.  A key that was leased or taken
+ * over keeps its row, with its lease ended at -infinity and no recovery
+ * point: the next claim takes it over with the next attempt, so an attempt
+ * number is never handed out twice and every earlier attempt stays fenced
+ * off.
  */
 Datum
 idem_release(PG_FUNCTION_ARGS)
@@ -217,7 +223,17 @@ idem_release(PG_FUNCTION_ARGS)
 	{
 		check_in_progress(&row, found, key, now);
 		check_owner(&row, key, fcinfo, 2);
-		released = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
+		if (row.isnull[IDEM_COL_LEASE] &&
+			DatumGetInt32(row.values[IDEM_COL_ATTEMPT]) == 1)
+			released = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
+		else
+		{
+			idem_row_set(&row, IDEM_COL_LOCKED_UNTIL,
+						 TimestampTzGetDatum(DT_NOBEGIN), false);
+			idem_row_set(&row, IDEM_COL_RECOVERY_POINT, (Datum) 0, true);
+			update_or_fail(rel, &row, key);
+			released = true;
+		}
 	}
 	if (!released)
 		idem_unlock_key(scope, key);
