@@ -168,3 +168,13 @@ GRANT EXECUTE ON FUNCTION @extschema@.idem_stats_shared() TO pg_monitor;
 REVOKE ALL ON @extschema@.idem_stats FROM PUBLIC;
 GRANT SELECT ON @extschema@.idem_stats TO pg_monitor;
 
+--
+-- Background worker
+--
+-- Start the launcher without a restart, when the library is not preloaded.
+CREATE FUNCTION @extschema@.idem_start_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_start_worker'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION @extschema@.idem_start_worker() FROM PUBLIC;

@@ -77,9 +77,16 @@ SELECT keys_completed FROM idem_stats;
 \echo :LAST_ERROR_SQLSTATE
 SELECT claims FROM idem_stats_shared();
 \echo :LAST_ERROR_SQLSTATE
+SELECT idem_start_worker();
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE regress_idem_monitor;
 DROP ROLE regress_idem_nobody;
+
+-- the launcher runs (preloaded): idem_start_worker() starts no second one
+SELECT idem_start_worker();
+SELECT backend_type, datname FROM pg_stat_activity
+ WHERE backend_type = 'idempotency launcher';
 
 -- the setting that sizes the sweeper records exists when preloaded
 SELECT name, setting, unit, context, min_val, max_val
