@@ -26,6 +26,7 @@ my $s3 = $node->background_psql('postgres', %opts);
 $_->query_safe(q{SET lock_timeout = '60s'}) for ($s1, $s2, $s3);
 my $s1_pid = $s1->query_safe('SELECT pg_backend_pid()');
 my $s2_pid = $s2->query_safe('SELECT pg_backend_pid()');
+my $s3_pid = $s3->query_safe('SELECT pg_backend_pid()');
 
 sub row_of
 {
@@ -90,8 +91,6 @@ $s1->query_safe('BEGIN');
 is($s1->query_safe(q{SELECT outcome FROM idem_claim('c4')}), 'claimed',
 	'the last expired key claimed in an open transaction');
 $s3->query_until(qr/claiming/, qq{\\echo claiming\nSELECT outcome FROM idem_claim('c4');\n});
-my $s3_pid = $node->safe_psql('postgres',
-	q{SELECT pid FROM pg_stat_activity WHERE query LIKE '%idem_claim(''c4'')%' AND pid <> pg_backend_pid() AND state = 'active'});
 ok( $node->poll_query_until('postgres',
 		"SELECT pg_blocking_pids($s3_pid) = ARRAY[$s1_pid]"),
 	'a second claim of the key waits for the first');
