@@ -372,10 +372,12 @@ sweep_database(void)
 			}
 
 			step_begin();
-			if (database_free())
-				deleted = idem_sweep_keys(batch, true);
-			else
+			if (!database_free())
 				gave_way = true;
+			else if (idem_catalog_if_installed() == NULL)
+				installed = false;	/* DROP EXTENSION committed meanwhile */
+			else
+				deleted = idem_sweep_keys(batch, true);
 			step_end();
 
 			total += deleted;
