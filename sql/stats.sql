@@ -49,6 +49,8 @@ SELECT a.claims - b.claims AS claims,
   FROM idem_stats a, before b;
 
 -- live keys by status, and expired keys waiting for a sweep
+TRUNCATE idem_keys;
+SELECT count(*) FROM generate_series(1, 2) AS i, LATERAL idem_claim('st-done-' || i);
 SELECT outcome FROM idem_claim('st-6', lease => '1 hour');
 SELECT outcome FROM idem_claim('st-7');
 UPDATE idem_keys SET expires_at = now() - interval '1 second' WHERE key = 'st-7';
