@@ -72,13 +72,14 @@ typedef struct SweepTarget
 
 /*
  * The launcher holds this session lock while it runs, so that there is only
- * one.  It is an advisory lock in the extension's lock space (keylock.c) and
- * in no database, which no key lock can be.
+ * one.  It is an advisory lock in no database, with a last field that
+ * pg_advisory_lock() never sets (it sets 1 or 2) and that differs from the
+ * key locks' (keylock.c): pg_locks shows it as database 0, objsubid 18757.
  */
 static void
 launcher_locktag(LOCKTAG *tag)
 {
-	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0, 1, 0x4944);
+	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0, 1, 0x4945);
 }
 
 /* Describe the launcher to the postmaster */
