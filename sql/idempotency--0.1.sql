@@ -119,3 +119,62 @@ REVOKE EXECUTE ON FUNCTION @extschema@.idem_sweep(integer) FROM PUBLIC;
 --
 -- Statistics
 --
+-- Counters are cluster-wide and kept in shared memory: NULL unless the library
+-- is in shared_preload_libraries.  The sweeper columns are this database's.
+CREATE FUNCTION @extschema@.idem_stats_shared(
+	OUT claims bigint,
+	OUT replays bigint,
+	OUT in_progress_answers bigint,
+	OUT mismatches bigint,
+	OUT takeovers bigint,
+	OUT completions bigint,
+	OUT releases bigint,
+	OUT keys_swept bigint,
+	OUT counters_since timestamptz,
+	OUT sweeper_runs bigint,
+	OUT sweeper_keys bigint,
+	OUT last_sweep_at timestamptz,
+	OUT last_sweep_keys bigint,
+	OUT last_sweep_error text,
+	OUT last_sweep_error_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'idem_stats_shared'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- The keys are counted as of now; the view reads the table with its owner's
+-- rights, so a monitoring role needs no access to the keys themselves.
+CREATE VIEW @extschema@.idem_stats AS
+SELECT s.claims, s.replays, s.in_progress_answers, s.mismatches, s.takeovers,
+	   s.completions, s.releases, s.keys_swept, s.counters_since,
+	   s.sweeper_runs, s.sweeper_keys, s.last_sweep_at, s.last_sweep_keys,
+	   s.last_sweep_error, s.last_sweep_error_at,
+	   k.keys_in_progress, k.keys_completed, k.keys_expired
+  FROM @extschema@.idem_stats_shared() AS s,
+	   (SELECT pg_catalog.count(*) FILTER (
+				WHERE i.status OPERATOR(pg_catalog.=) 'in_progress'::@extschema@.idem_status
+				  AND i.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS keys_in_progress,
+			   pg_catalog.count(*) FILTER (
+				WHERE i.status OPERATOR(pg_catalog.=) 'completed'::@extschema@.idem_status
+				  AND i.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS keys_completed,
+			   pg_catalog.count(*) FILTER (
+				WHERE i.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS keys_expired
+		  FROM @extschema@.idem_keys AS i) AS k;
+
+COMMENT ON VIEW @extschema@.idem_stats IS 'idempotency counters, sweeper state and live keys';
+
+-- Counters cover every database of the cluster: for monitoring roles only.
+REVOKE ALL ON FUNCTION @extschema@.idem_stats_shared() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.idem_stats_shared() TO pg_monitor;
+REVOKE ALL ON @extschema@.idem_stats FROM PUBLIC;
+GRANT SELECT ON @extschema@.idem_stats TO pg_monitor;
+
+--
+-- Background worker
+--
+-- Start the launcher without a restart, when the library is not preloaded.
+CREATE FUNCTION @extschema@.idem_start_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_start_worker'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION @extschema@.idem_start_worker() FROM PUBLIC;

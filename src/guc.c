@@ -4,6 +4,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "idempotency.h"
@@ -13,6 +14,7 @@ int			idem_max_key_length = 255;
 int			idem_max_response_size = 1024 * 1024;
 int			idem_sweep_interval = 60;
 int			idem_sweep_batch_size = 1000;
+int			idem_max_databases = 1000;
 
 /* Register every setting; called once from _PG_init */
 void
@@ -72,6 +74,19 @@ idem_guc_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	/* sizes shared memory: exists only when preloaded, fixed at start-up */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("idempotency.max_databases",
+								"Databases whose sweeper state idem_stats can show.",
+								"Kept in shared memory; the worker sweeps every database whatever this is.",
+								&idem_max_databases,
+								1000,
+								1,
+								100000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("idempotency");
 }

@@ -19,6 +19,7 @@ extern int	idem_max_key_length;	/* characters */
 extern int	idem_max_response_size; /* bytes */
 extern int	idem_sweep_interval;	/* seconds */
 extern int	idem_sweep_batch_size;	/* rows */
+extern int	idem_max_databases;		/* sweeper states kept for idem_stats */
 
 extern void idem_guc_init(void);
 
@@ -146,6 +147,11 @@ typedef enum IdemCounter
 
 extern void idem_stats_init(void);
 extern void idem_count(IdemCounter counter, int64 n);
+
+/* The sweeper's last run per database, for idem_stats (stats.c) */
+extern void idem_sweeper_report(int64 keys, const char *error);
+extern void idem_sweeper_forget(Oid dboid);
+extern void idem_sweeper_prune(const Oid *dboids, int n);
 
 /*
  * Background worker (worker.c)
