@@ -52,13 +52,24 @@ SELECT idem_complete('never-claimed');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM idem_keys WHERE key = 'never-claimed';
 
--- completing an expired key fails
+-- inside its own transaction a claim outlives its ttl: it is still ours
 BEGIN;
-SELECT outcome FROM idem_claim('c-8');
-UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second' WHERE key = 'c-8';
-SELECT idem_complete('c-8');
+SELECT outcome FROM idem_claim('c-8', ttl => '1 microsecond');
+SELECT pg_sleep(0.01);
+SELECT outcome, attempt FROM idem_claim('c-8');
+SELECT idem_complete('c-8', '"late but mine"');
+SELECT outcome, response FROM idem_claim('c-8');
+COMMIT;
+-- once committed it expires: the next claim starts afresh
+SELECT outcome, attempt, response FROM idem_claim('c-8');
+
+-- completing a committed key that expired fails
+SELECT outcome FROM idem_claim('c-8b', lease => '1 hour');
+UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second',
+                     locked_until = statement_timestamp() - interval '1 second'
+ WHERE key = 'c-8b';
+SELECT idem_complete('c-8b', '{}', attempt => 1);
 \echo :LAST_ERROR_SQLSTATE
-ROLLBACK;
 
 -- the attempt, when given, must be the current one
 BEGIN;

@@ -42,8 +42,8 @@ COMMIT;
 SELECT scope, status FROM idem_keys WHERE key = 'r-4' ORDER BY scope;
 
 -- an expired key is not live: nothing to release
-BEGIN;
-SELECT outcome FROM idem_claim('r-5');
-UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second' WHERE key = 'r-5';
-SELECT idem_release('r-5');
-ROLLBACK;
+SELECT outcome FROM idem_claim('r-5', lease => '1 hour');
+UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second',
+                     locked_until = statement_timestamp() - interval '1 second'
+ WHERE key = 'r-5';
+SELECT idem_release('r-5', attempt => 1);

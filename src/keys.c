@@ -99,10 +99,14 @@ idem_row_completed(const IdemRow *row)
 /*
  * Is the row live at 'now'?  A key under an unexpired lease is live whatever
  * its expires_at, though claims keep expires_at at or after locked_until.
+ * A row this transaction wrote is live until the transaction ends: nothing
+ * can sweep it before it commits, and its owner must still complete it.
  */
 bool
 idem_row_live(const IdemRow *row, TimestampTz now)
 {
+	if (row->own)
+		return true;
 	if (DatumGetTimestampTz(row->values[IDEM_COL_EXPIRES_AT]) > now)
 		return true;
 	return !idem_row_completed(row) &&

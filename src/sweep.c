@@ -73,7 +73,13 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 	{
 		if (!ConditionalLockRelationOid(cat->keys_relid, RowExclusiveLock))
 			return 0;
-		rel = table_open(cat->keys_relid, NoLock);
+		/* DROP EXTENSION may have committed just before we got the lock */
+		rel = try_table_open(cat->keys_relid, NoLock);
+		if (rel == NULL)
+		{
+			UnlockRelationOid(cat->keys_relid, RowExclusiveLock);
+			return 0;
+		}
 	}
 	else
 		rel = table_open(cat->keys_relid, RowExclusiveLock);
