@@ -121,6 +121,7 @@ extern char *idem_key_cstring(text *key);
  */
 extern void idem_pending_init(void);
 extern void idem_pending_add(text *scope, text *key);
+extern void idem_pending_completed(text *scope, text *key);
 
 /*
  * Expiry (sweep.c)

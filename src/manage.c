@@ -150,6 +150,8 @@ idem_complete(PG_FUNCTION_ARGS)
 	update_or_fail(rel, &row, key);
 	table_close(rel, RowExclusiveLock);
 
+	/* the commit need not look at this key again */
+	idem_pending_completed(scope, key);
 	idem_count(IDEM_COUNT_COMPLETIONS, 1);
 	PG_RETURN_VOID();
 }

@@ -8,6 +8,12 @@
  * PREPARE TRANSACTION) each key is read again, and completed if its row is
  * still ours and in progress.  Reading again, rather than trusting the list,
  * keeps savepoint rollbacks, releases and explicit completions right.
+ *
+ * A key that idem_complete() completed needs no second look, which spares
+ * the usual claim, write, complete transaction an index look-up and a
+ * snapshot at commit.  The mark remembers the subtransaction that completed
+ * the key, and is dropped if that subtransaction (or one around it) rolls
+ * back, or if the key is claimed again.
  */
 #include "postgres.h"
 
@@ -24,6 +30,8 @@ typedef struct PendingKey
 {
 	text	   *scope;
 	text	   *key;
+	SubTransactionId completed_in;	/* idem_complete() completed it here, or
+									 * InvalidSubTransactionId */
 } PendingKey;
 
 /* Keys claimed by the current transaction, in TopTransactionContext */
@@ -37,27 +45,54 @@ text_equal(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+/* The entry of a key, or NULL */
+static PendingKey *
+pending_find(text *scope, text *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_keys)
+	{
+		PendingKey *pk = (PendingKey *) lfirst(lc);
+
+		if (text_equal(pk->key, key) && text_equal(pk->scope, scope))
+			return pk;
+	}
+	return NULL;
+}
+
 /* Remember a key that this transaction claimed without a lease */
 void
 idem_pending_add(text *scope, text *key)
 {
 	MemoryContext oldcxt;
 	PendingKey *pk;
-	ListCell   *lc;
 
-	foreach(lc, pending_keys)
+	pk = pending_find(scope, key);
+	if (pk != NULL)
 	{
-		pk = (PendingKey *) lfirst(lc);
-		if (text_equal(pk->key, key) && text_equal(pk->scope, scope))
-			return;
+		/* claimed again: in progress again */
+		pk->completed_in = InvalidSubTransactionId;
+		return;
 	}
 
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	pk = palloc(sizeof(PendingKey));
 	pk->scope = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(scope));
 	pk->key = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(key));
+	pk->completed_in = InvalidSubTransactionId;
 	pending_keys = lappend(pending_keys, pk);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Note that idem_complete() completed a key in the current subtransaction */
+void
+idem_pending_completed(text *scope, text *key)
+{
+	PendingKey *pk = pending_find(scope, key);
+
+	if (pk != NULL)
+		pk->completed_in = GetCurrentSubTransactionId();
 }
 
 /* Complete every key that is still ours and in progress */
@@ -69,6 +104,15 @@ complete_pending(void)
 	TimestampTz now;
 	ListCell   *lc;
 	int64		completed = 0;
+
+	/* nothing to do if idem_complete() completed every key */
+	foreach(lc, pending_keys)
+	{
+		if (((PendingKey *) lfirst(lc))->completed_in == InvalidSubTransactionId)
+			break;
+	}
+	if (lc == NULL)
+		return;
 
 	/* the extension may have been dropped by this very transaction */
 	cat = idem_catalog_if_installed();
@@ -86,6 +130,8 @@ complete_pending(void)
 		PendingKey *pk = (PendingKey *) lfirst(lc);
 		IdemRow		row;
 
+		if (pk->completed_in != InvalidSubTransactionId)
+			continue;
 		if (!idem_keys_fetch(rel, pk->scope, pk->key, SnapshotSelf, &row))
 			continue;
 		if (!row.own || idem_row_completed(&row) ||
@@ -126,9 +172,34 @@ pending_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* Register the transaction callback; called once from _PG_init */
+/*
+ * Subtransaction callback: a rollback to a savepoint undoes the completions
+ * made since.  Subtransaction ids grow, and every subtransaction started
+ * after this one is inside it, so those completions carry an id at least
+ * this one's.
+ */
+static void
+pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	foreach(lc, pending_keys)
+	{
+		PendingKey *pk = (PendingKey *) lfirst(lc);
+
+		if (pk->completed_in != InvalidSubTransactionId &&
+			pk->completed_in >= mySubid)
+			pk->completed_in = InvalidSubTransactionId;
+	}
+}
+
+/* Register the transaction callbacks; called once from _PG_init */
 void
 idem_pending_init(void)
 {
 	RegisterXactCallback(pending_xact_callback, NULL);
+	RegisterSubXactCallback(pending_subxact_callback, NULL);
 }
