@@ -229,32 +229,37 @@ idem_keys_insert(Relation rel, IdemRow *row)
 
 /*
  * Replace the row at row->tid by row's values.  Waits for a transaction that
- * is deleting the row (a sweep); returns TM_Deleted if it went away.
+ * is deleting the row (a sweep); returns TM_Deleted if it went away.  The
+ * indexes are opened only if the update is not HOT: completing a key changes
+ * no indexed column, so it usually needs none of them.
  */
 TM_Result
 idem_keys_update(Relation rel, IdemRow *row)
 {
-	ResultRelInfo *rri;
-	EState	   *estate = writer_begin(rel, &rri);
 	TupleTableSlot *slot = row_slot(rel, row);
+	CommandId	cid = GetCurrentCommandId(true);
 	TM_FailureData tmfd;
 	LockTupleMode lockmode;
 	bool		update_indexes;
 	TM_Result	result;
 
-	result = table_tuple_update(rel, &row->tid, slot, estate->es_output_cid,
+	result = table_tuple_update(rel, &row->tid, slot, cid,
 								InvalidSnapshot, InvalidSnapshot, true,
 								&tmfd, &lockmode, &update_indexes);
 	if (result == TM_Ok)
 	{
 		if (update_indexes)
 		{
+			ResultRelInfo *rri;
+			EState	   *estate = writer_begin(rel, &rri);
+
 			/*
 			 * update = false: the "index unchanged" hint needs a range table,
 			 * and an update that is not HOT changed an indexed column anyway.
 			 */
 			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false,
 											NULL, NIL));
+			writer_end(estate, rri);
 		}
 		row->tid = slot->tts_tid;
 		row->own = true;
@@ -263,7 +268,6 @@ idem_keys_update(Relation rel, IdemRow *row)
 		elog(ERROR, "unexpected result %d updating idempotency key", (int) result);
 
 	ExecDropSingleTupleTableSlot(slot);
-	writer_end(estate, rri);
 	CommandCounterIncrement();
 	return result;
 }
