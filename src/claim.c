@@ -342,7 +342,7 @@ idem_claim(PG_FUNCTION_ARGS)
 
 	/* a transactional claim is completed when its transaction commits */
 	if (lease == NULL)
-		idem_pending_add(scope, key);
+		idem_pending_add(scope, key, &row.tid);
 
 	result = answer(IDEM_OUTCOME_CLAIMED, &row, takeover);
 	table_close(rel, RowExclusiveLock);

@@ -94,6 +94,8 @@ typedef struct IdemRow
 extern Relation idem_keys_open(LOCKMODE lockmode);
 extern bool idem_keys_fetch(Relation rel, text *scope, text *key,
 							Snapshot snapshot, IdemRow *row);
+extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,
+								text *key, IdemRow *row);
 extern void idem_keys_insert(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
@@ -120,8 +122,10 @@ extern char *idem_key_cstring(text *key);
  * Transactional claims that are completed at commit (pending.c)
  */
 extern void idem_pending_init(void);
-extern void idem_pending_add(text *scope, text *key);
-extern void idem_pending_completed(text *scope, text *key);
+extern void idem_pending_add(text *scope, text *key, ItemPointer tid);
+extern void idem_pending_completed(text *scope, text *key, ItemPointer tid);
+extern bool idem_pending_fetch(Relation rel, text *scope, text *key,
+							   IdemRow *row);
 
 /*
  * Expiry (sweep.c)

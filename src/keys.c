@@ -106,6 +106,79 @@ copy_datum(Datum value, Form_pg_attribute att)
 	return datumCopy(value, att->attbyval, att->attlen);
 }
 
+/* Copy the row in a slot into *row */
+static void
+row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		should_free;
+	HeapTuple	tuple;
+	int			i;
+
+	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	row->tid = tuple->t_self;
+	row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
+
+	slot_getallattrs(slot);
+	row->all_values = palloc(sizeof(Datum) * cat->natts);
+	row->all_isnull = palloc(sizeof(bool) * cat->natts);
+	for (i = 0; i < cat->natts; i++)
+	{
+		row->all_isnull[i] = slot->tts_isnull[i];
+		row->all_values[i] = slot->tts_isnull[i] ? (Datum) 0 :
+			copy_datum(slot->tts_values[i], TupleDescAttr(desc, i));
+	}
+	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
+	{
+		row->values[i] = row->all_values[cat->attnum[i] - 1];
+		row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
+	}
+	if (should_free)
+		heap_freetuple(tuple);
+}
+
+/* Is this text datum equal to that text? */
+static bool
+text_datum_equal(Datum value, text *b)
+{
+	text	   *a = (text *) DatumGetPointer(value);
+
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/*
+ * Read the row version at 'tid' if SnapshotSelf sees it and it is the row of
+ * (scope, key).  The caller must know that the version's page still exists:
+ * the pending list uses it for versions this transaction wrote and did not
+ * roll back.  A version that this transaction replaced or deleted since is
+ * not seen, and the caller then looks the key up through the index.
+ */
+bool
+idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
+					IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	bool		found = false;
+
+	if (table_tuple_fetch_row_version(rel, tid, SnapshotSelf, slot))
+	{
+		bool		isnull;
+		Datum		k = slot_getattr(slot, cat->attnum[IDEM_COL_KEY], &isnull);
+		Datum		s = slot_getattr(slot, cat->attnum[IDEM_COL_SCOPE], &isnull);
+
+		if (text_datum_equal(k, key) && text_datum_equal(s, scope))
+		{
+			row_from_slot(rel, slot, row);
+			found = true;
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return found;
+}
+
 /*
  * Find the row of (scope, key) visible to 'snapshot' through the primary
  * key.  SnapshotSelf sees what committed and what this transaction wrote,
@@ -137,31 +210,7 @@ idem_keys_fetch(Relation rel, text *scope, text *key, Snapshot snapshot,
 
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		TupleDesc	desc = RelationGetDescr(rel);
-		bool		should_free;
-		HeapTuple	tuple;
-		int			i;
-
-		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
-		row->tid = tuple->t_self;
-		row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
-
-		slot_getallattrs(slot);
-		row->all_values = palloc(sizeof(Datum) * cat->natts);
-		row->all_isnull = palloc(sizeof(bool) * cat->natts);
-		for (i = 0; i < cat->natts; i++)
-		{
-			row->all_isnull[i] = slot->tts_isnull[i];
-			row->all_values[i] = slot->tts_isnull[i] ? (Datum) 0 :
-				copy_datum(slot->tts_values[i], TupleDescAttr(desc, i));
-		}
-		for (i = 0; i < IDEM_NUM_COLUMNS; i++)
-		{
-			row->values[i] = row->all_values[cat->attnum[i] - 1];
-			row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
-		}
-		if (should_free)
-			heap_freetuple(tuple);
+		row_from_slot(rel, slot, row);
 		found = true;
 	}
 

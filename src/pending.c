@@ -14,6 +14,13 @@
  * snapshot at commit.  The mark remembers the subtransaction that completed
  * the key, and is dropped if that subtransaction (or one around it) rolls
  * back, or if the key is claimed again.
+ *
+ * Each entry also remembers where the last version of the row that this
+ * transaction wrote is, so that idem_complete() and the commit read it
+ * there rather than through the index.  That is only a hint: the version is
+ * used if SnapshotSelf still sees it and it holds the key, and the index is
+ * searched otherwise.  It is forgotten when the subtransaction that wrote it
+ * rolls back, so that its page is known to exist whenever it is used.
  */
 #include "postgres.h"
 
@@ -32,6 +39,8 @@ typedef struct PendingKey
 	text	   *key;
 	SubTransactionId completed_in;	/* idem_complete() completed it here, or
 									 * InvalidSubTransactionId */
+	ItemPointerData tid;		/* last version this transaction wrote */
+	SubTransactionId tid_in;	/* written here, or InvalidSubTransactionId */
 } PendingKey;
 
 /* Keys claimed by the current transaction, in TopTransactionContext */
@@ -61,9 +70,20 @@ pending_find(text *scope, text *key)
 	return NULL;
 }
 
-/* Remember a key that this transaction claimed without a lease */
+/* Remember where this transaction wrote the key's row last */
+static void
+pending_set_tid(PendingKey *pk, ItemPointer tid)
+{
+	pk->tid = *tid;
+	pk->tid_in = GetCurrentSubTransactionId();
+}
+
+/*
+ * Remember a key that this transaction claimed without a lease, and the
+ * version of its row that the claim wrote
+ */
 void
-idem_pending_add(text *scope, text *key)
+idem_pending_add(text *scope, text *key, ItemPointer tid)
 {
 	MemoryContext oldcxt;
 	PendingKey *pk;
@@ -73,6 +93,7 @@ idem_pending_add(text *scope, text *key)
 	{
 		/* claimed again: in progress again */
 		pk->completed_in = InvalidSubTransactionId;
+		pending_set_tid(pk, tid);
 		return;
 	}
 
@@ -81,18 +102,47 @@ idem_pending_add(text *scope, text *key)
 	pk->scope = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(scope));
 	pk->key = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(key));
 	pk->completed_in = InvalidSubTransactionId;
+	pending_set_tid(pk, tid);
 	pending_keys = lappend(pending_keys, pk);
 	MemoryContextSwitchTo(oldcxt);
 }
 
-/* Note that idem_complete() completed a key in the current subtransaction */
+/*
+ * Note that idem_complete() completed a key in the current subtransaction,
+ * writing the version at tid
+ */
 void
-idem_pending_completed(text *scope, text *key)
+idem_pending_completed(text *scope, text *key, ItemPointer tid)
 {
 	PendingKey *pk = pending_find(scope, key);
 
 	if (pk != NULL)
+	{
 		pk->completed_in = GetCurrentSubTransactionId();
+		pending_set_tid(pk, tid);
+	}
+}
+
+/* Read the key's row where this transaction wrote it last, if it is there */
+static bool
+pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
+{
+	if (pk->tid_in == InvalidSubTransactionId)
+		return false;
+	return idem_keys_fetch_tid(rel, &pk->tid, pk->scope, pk->key, row);
+}
+
+/*
+ * Read the row of a key this transaction claimed without a lease, from the
+ * version it wrote last.  False if there is no such key or version: the
+ * caller then searches the index.
+ */
+bool
+idem_pending_fetch(Relation rel, text *scope, text *key, IdemRow *row)
+{
+	PendingKey *pk = pending_find(scope, key);
+
+	return pk != NULL && pending_fetch_entry(rel, pk, row);
 }
 
 /* Complete every key that is still ours and in progress */
@@ -132,7 +182,8 @@ complete_pending(void)
 
 		if (pk->completed_in != InvalidSubTransactionId)
 			continue;
-		if (!idem_keys_fetch(rel, pk->scope, pk->key, SnapshotSelf, &row))
+		if (!pending_fetch_entry(rel, pk, &row) &&
+			!idem_keys_fetch(rel, pk->scope, pk->key, SnapshotSelf, &row))
 			continue;
 		if (!row.own || idem_row_completed(&row) ||
 			!row.isnull[IDEM_COL_LOCKED_UNTIL])
@@ -174,7 +225,7 @@ pending_xact_callback(XactEvent event, void *arg)
 
 /*
  * Subtransaction callback: a rollback to a savepoint undoes the completions
- * made since.  Subtransaction ids grow, and every subtransaction started
+ * and the row versions written since.  Subtransaction ids grow, and every subtransaction started
  * after this one is inside it, so those completions carry an id at least
  * this one's.
  */
@@ -193,6 +244,8 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		if (pk->completed_in != InvalidSubTransactionId &&
 			pk->completed_in >= mySubid)
 			pk->completed_in = InvalidSubTransactionId;
+		if (pk->tid_in != InvalidSubTransactionId && pk->tid_in >= mySubid)
+			pk->tid_in = InvalidSubTransactionId;
 	}
 }
 
