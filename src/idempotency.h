@@ -69,7 +69,7 @@ typedef struct IdemCatalog
 	Oid			outcome[IDEM_NUM_OUTCOMES]; /* enum label OIDs of idem_outcome */
 	AttrNumber	attnum[IDEM_NUM_COLUMNS];
 	int			natts;			/* attributes of idem_keys, dropped included */
-	TupleDesc	claim_result;	/* blessed row type of idem_claim() */
+	TupleDesc	claim_result;	/* row type of idem_claim(), idem_claim_result */
 } IdemCatalog;
 
 extern void idem_catalog_init(void);
