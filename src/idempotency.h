@@ -6,6 +6,7 @@
 #define IDEMPOTENCY_H
 
 #include "access/attnum.h"
+#include "access/skey.h"
 #include "access/tableam.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -91,7 +92,21 @@ typedef struct IdemRow
 	bool	   *all_isnull;
 } IdemRow;
 
+/* A look-up of one key that can be repeated (keys.c) */
+typedef struct IdemLookup
+{
+	Relation	rel;
+	Relation	index;
+	struct IndexScanDescData *scan;
+	TupleTableSlot *slot;
+	ScanKeyData skey[2];
+} IdemLookup;
+
 extern Relation idem_keys_open(LOCKMODE lockmode);
+extern void idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
+								   text *scope, text *key, Snapshot snapshot);
+extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
+extern void idem_keys_lookup_end(IdemLookup *lookup);
 extern bool idem_keys_fetch(Relation rel, text *scope, text *key,
 							Snapshot snapshot, IdemRow *row);
 extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,

@@ -180,43 +180,73 @@ idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 }
 
 /*
- * Find the row of (scope, key) visible to 'snapshot' through the primary
- * key.  SnapshotSelf sees what committed and what this transaction wrote,
- * including in the current command; the claim paths read with it, so that
- * they answer from the latest committed row at every isolation level.
+ * Start a look-up of (scope, key) through the primary key.  Reads see what
+ * 'snapshot' sees; SnapshotSelf sees what committed and what this
+ * transaction wrote, including in the current command.  The claim paths read
+ * with it, so that they answer from the latest committed row at every
+ * isolation level.
  */
+void
+idem_keys_lookup_begin(IdemLookup *lookup, Relation rel, text *scope,
+					   text *key, Snapshot snapshot)
+{
+	Relation	index = index_open(idem_catalog()->pkey_indexid, AccessShareLock);
+
+	ScanKeyEntryInitialize(&lookup->skey[0], 0, 1, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,
+						   PointerGetDatum(scope));
+	ScanKeyEntryInitialize(&lookup->skey[1], 0, 2, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[1], F_TEXTEQ,
+						   PointerGetDatum(key));
+	lookup->rel = rel;
+	lookup->index = index;
+	lookup->slot = table_slot_create(rel, NULL);
+	lookup->scan = index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(lookup->scan, lookup->skey, 2, NULL, 0);
+}
+
+/*
+ * Find the row of the look-up's key; can be called again, to read the key
+ * afresh (after taking its lock, say)
+ */
+bool
+idem_keys_lookup(IdemLookup *lookup, IdemRow *row)
+{
+	bool		found;
+
+	found = index_getnext_slot(lookup->scan, ForwardScanDirection, lookup->slot);
+	if (found)
+		row_from_slot(lookup->rel, lookup->slot, row);
+
+	/*
+	 * The row is copied: drop the buffer pins now, since the caller may wait
+	 * for the key's lock before the next look-up.
+	 */
+	ExecClearTuple(lookup->slot);
+	index_rescan(lookup->scan, lookup->skey, 2, NULL, 0);
+	return found;
+}
+
+/* End a look-up */
+void
+idem_keys_lookup_end(IdemLookup *lookup)
+{
+	index_endscan(lookup->scan);
+	ExecDropSingleTupleTableSlot(lookup->slot);
+	index_close(lookup->index, AccessShareLock);
+}
+
+/* Find the row of (scope, key) visible to 'snapshot' through the primary key */
 bool
 idem_keys_fetch(Relation rel, text *scope, text *key, Snapshot snapshot,
 				IdemRow *row)
 {
-	const IdemCatalog *cat = idem_catalog();
-	Relation	index;
-	IndexScanDesc scan;
-	ScanKeyData skey[2];
-	TupleTableSlot *slot;
-	bool		found = false;
+	IdemLookup	lookup;
+	bool		found;
 
-	index = index_open(cat->pkey_indexid, AccessShareLock);
-	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ,
-						   PointerGetDatum(scope));
-	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[1], F_TEXTEQ,
-						   PointerGetDatum(key));
-
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 2, 0);
-	index_rescan(scan, skey, 2, NULL, 0);
-
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		row_from_slot(rel, slot, row);
-		found = true;
-	}
-
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
+	idem_keys_lookup_begin(&lookup, rel, scope, key, snapshot);
+	found = idem_keys_lookup(&lookup, row);
+	idem_keys_lookup_end(&lookup);
 	return found;
 }
 
