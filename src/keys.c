@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_am_d.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
@@ -154,15 +155,29 @@ text_datum_equal(Datum value, text *b)
  * the pending list uses it for versions this transaction wrote and did not
  * roll back.  A version that this transaction replaced or deleted since is
  * not seen, and the caller then looks the key up through the index.
+ *
+ * Like an index scan, it first lets the heap prune the page of versions that
+ * no one can see any more: the usual transaction leaves one behind on this
+ * page (the claim's), and without this the page would fill up with them
+ * until the next VACUUM.
  */
 bool
 idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 					IdemRow *row)
 {
 	const IdemCatalog *cat = idem_catalog();
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TupleTableSlot *slot;
 	bool		found = false;
 
+	if (rel->rd_rel->relam == HEAP_TABLE_AM_OID)
+	{
+		Buffer		buffer = ReadBuffer(rel, ItemPointerGetBlockNumber(tid));
+
+		heap_page_prune_opt(rel, buffer);
+		ReleaseBuffer(buffer);
+	}
+
+	slot = table_slot_create(rel, NULL);
 	if (table_tuple_fetch_row_version(rel, tid, SnapshotSelf, slot))
 	{
 		bool		isnull;
