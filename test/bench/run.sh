@@ -13,6 +13,7 @@
 # Usage: test/bench/run.sh [--smoke] [--duration SECONDS] [--rounds N]
 #                          [--clients N] [--hot-clients N] [--sync "on off"]
 #                          [--sweep-keys N] [--storage-keys N] [--out DIR]
+#                          [--callgrind | --no-callgrind]
 #
 # Run as root (the cluster then runs as the postgres user, and missing Debian
 # packages are installed) or as a normal user who can write to PG_CONFIG's
@@ -23,8 +24,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 
 # ---------------------------------------------------------------- options
-duration=5				# seconds per pgbench run
-rounds=5				# every scenario is run this many times, interleaved
+duration=3				# seconds per pgbench run
+rounds=8				# every scenario is run this many times, interleaved
 clients=8
 hot_clients=16
 hot_keys=10
@@ -32,13 +33,15 @@ sync_modes="on off"
 replay_keys=100000
 sweep_keys=1000000
 sweep_batch=1000		# the default of idempotency.sweep_batch_size
+sweep_pause_ms=3		# pause between batches in the throttled sweep
 storage_keys=100000
+callgrind=""			# count server instructions per transaction (full runs)
 smoke=0
 out=""
 
 usage()
 {
-	sed -n '/^# Usage:/,/^# *\[--sweep-keys/p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '/^# Usage:/,/^# *\[--callgrind/p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
@@ -53,6 +56,8 @@ while [ $# -gt 0 ]; do
 		--sweep-keys) sweep_keys=$2; shift ;;
 		--storage-keys) storage_keys=$2; shift ;;
 		--out) out=$2; shift ;;
+		--callgrind) callgrind=1 ;;
+		--no-callgrind) callgrind=0 ;;
 		-h|--help) usage 0 ;;
 		*) echo "run.sh: unknown option $1" >&2; usage 2 ;;
 	esac
@@ -66,7 +71,9 @@ if [ "$smoke" = 1 ]; then
 	replay_keys=10000
 	sweep_keys=20000
 	storage_keys=2000
+	callgrind=${callgrind:-0}
 fi
+callgrind=${callgrind:-1}
 
 PG_CONFIG=${PG_CONFIG:-pg_config}
 
@@ -89,6 +96,7 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v make >/dev/null && command -v gcc >/dev/null || need_pkgs+=(build-essential)
 [ -f /usr/include/hiredis/hiredis.h ] || need_pkgs+=(libhiredis-dev)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need_pkgs+=(libpq-dev)
+[ "$callgrind" = 0 ] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ]; then
 		log "installing ${need_pkgs[*]}"
@@ -310,46 +318,31 @@ run_variant()
 }
 
 # ---------------------------------------------------------------- sweep
-# Expire sweep_keys keys, measure new-key transactions without and then
-# beside a sweep that deletes them in batches of sweep_batch rows.
-run_sweep()
+# Load sweep_keys expired keys into idem_keys (and hand_keys with "both")
+load_expired()
 {
-	local sync=$1
-	local dir="$work/sweep" t0 t1 swept stats base
-
 	log "  sweep: loading $sweep_keys expired keys"
-	sql -c "TRUNCATE orders, hand_keys, idem_keys" \
+	sql -c "TRUNCATE orders, idem_keys" \
 		-c "INSERT INTO idem_keys (scope, key, status, response, attempt, created_at, completed_at, expires_at)
 			SELECT '', 'old' || i, 'completed', jsonb_build_object('order_id', i, 'status', 'created'), 1,
 				   now() - interval '2 days', now() - interval '2 days',
 				   now() - interval '1 day' + i * interval '1 millisecond'
-			FROM generate_series(1, $sweep_keys) i" \
-		-c "INSERT INTO hand_keys (key, response, created_at)
-			SELECT 'old' || i, jsonb_build_object('order_id', i, 'status', 'created'),
-				   now() - interval '2 days' + i * interval '1 millisecond'
-			FROM generate_series(1, $sweep_keys) i" \
-		-c "VACUUM ANALYZE" -c "CHECKPOINT"
+			FROM generate_series(1, $sweep_keys) i"
+	if [ "$1" = both ]; then
+		sql -c "TRUNCATE hand_keys" \
+			-c "INSERT INTO hand_keys (key, response, created_at)
+				SELECT 'old' || i, jsonb_build_object('order_id', i, 'status', 'created'),
+					   now() - interval '2 days' + i * interval '1 millisecond'
+				FROM generate_series(1, $sweep_keys) i"
+	fi
+	sql -c "VACUUM ANALYZE" -c "CHECKPOINT"
+}
 
-	# claims alone
-	rm -rf "$dir"
-	mkdir -p "$dir/base" "$dir/with"
-	(cd "$dir/base" && pgbench -n -M prepared -c "$clients" -j 2 -T "$duration" -l \
-		--log-prefix="$dir/base/log" -f "$here/scripts/new_ext.sql" >"$dir/base/out" 2>&1) ||
-		{ cat "$dir/base/out" >&2; fail "pgbench failed"; }
-	base=$(cat "$dir"/base/log* | python3 "$here/report.py" window 0 0)
-	sql -c "CHECKPOINT"
-
-	# claims beside the sweep: pgbench in short runs until the sweep is done
-	(
-		i=0
-		while [ ! -e "$dir/done" ]; do
-			i=$((i + 1))
-			(cd "$dir/with" && pgbench -n -M prepared -c "$clients" -j 2 -T 1 -l \
-				--log-prefix="$dir/with/log$i" -f "$here/scripts/new_ext.sql" >>"$dir/with/out" 2>&1)
-		done
-	) &
-	sweep_load_pid=$!
-	sleep 1
+# Sweep every expired key of idem_keys in batches, one transaction each, with
+# a pause of PAUSE_MS between batches; prints "keys seconds"
+sweep_all()
+{
+	local pause_ms=$1 t0 t1 swept
 	t0=$(date +%s.%N)
 	swept=$(sql -c "DO \$\$
 		DECLARE n bigint; total bigint := 0;
@@ -359,21 +352,63 @@ run_sweep()
 				total := total + n;
 				COMMIT;
 				EXIT WHEN n < $sweep_batch;
+				IF $pause_ms > 0 THEN PERFORM pg_sleep($pause_ms / 1000.0); END IF;
 			END LOOP;
 			RAISE NOTICE 'swept %', total;
 		END \$\$" 2>&1 | sed -n 's/.*swept \([0-9]*\).*/\1/p')
 	t1=$(date +%s.%N)
+	echo "$swept $t0 $t1"
+}
+
+# Sweep beside new-key transactions (pgbench in short runs until the sweep is
+# done); prints "keys t0 t1<TAB>tps p50 p99 n" of the transactions that ended
+# during the sweep
+sweep_beside_claims()
+{
+	local pause_ms=$1 dir="$work/sweep/with$1" result stats
+	mkdir -p "$dir"
+	(
+		i=0
+		# bounded: stops when the sweep is done, or after 10 minutes
+		while [ ! -e "$dir/done" ] && [ -d "$dir" ] && [ "$i" -lt 600 ]; do
+			i=$((i + 1))
+			(cd "$dir" && pgbench -n -M prepared -c "$clients" -j 2 -T 1 -l \
+				--log-prefix="$dir/log$i" -f "$here/scripts/new_ext.sql" >>"$dir/out" 2>&1)
+		done
+	) &
+	sweep_load_pid=$!
+	sleep 1
+	result=$(sweep_all "$pause_ms")
 	sleep 1
 	touch "$dir/done"
 	wait "$sweep_load_pid" || true
 	sweep_load_pid=""
-	if grep -q 'aborted\|error' "$dir/with/out"; then
-		cat "$dir/with/out" >&2
+	if grep -q 'aborted\|error' "$dir/out"; then
+		cat "$dir/out" >&2
 		fail "pgbench beside the sweep failed"
 	fi
-	stats=$(cat "$dir"/with/log* | python3 "$here/report.py" window "$t0" "$t1")
+	set -- $result
+	stats=$(cat "$dir"/log* | python3 "$here/report.py" window "$2" "$3")
+	printf '%s\t%s\n' "$result" "$stats"
+}
 
-	# the hand-written equivalent: a batched DELETE through the created_at index
+# Expiry: idem_sweep() beside new-key transactions (without and with a pause
+# between batches) and alone, and a hand-written batched DELETE alone
+run_sweep()
+{
+	local sync=$1 base beside alone paused hand
+	rm -rf "$work/sweep"
+	mkdir -p "$work/sweep/base"
+
+	load_expired both
+	(cd "$work/sweep/base" && pgbench -n -M prepared -c "$clients" -j 2 -T "$duration" -l \
+		--log-prefix="$work/sweep/base/log" -f "$here/scripts/new_ext.sql" >"$work/sweep/base/out" 2>&1) ||
+		{ cat "$work/sweep/base/out" >&2; fail "pgbench failed"; }
+	base=$(cat "$work"/sweep/base/log* | python3 "$here/report.py" window 0 0)
+	sql -c "CHECKPOINT"
+	beside=$(sweep_beside_claims 0)
+
+	# the hand-written equivalent, alone: a batched DELETE through the created_at index
 	local h0 h1 hswept
 	h0=$(date +%s.%N)
 	hswept=$(sql -c "DO \$\$
@@ -391,27 +426,41 @@ run_sweep()
 			RAISE NOTICE 'swept %', total;
 		END \$\$" 2>&1 | sed -n 's/.*swept \([0-9]*\).*/\1/p')
 	h1=$(date +%s.%N)
+	hand="$hswept $h0 $h1"
 
-	python3 - "$sync" "$swept" "$t0" "$t1" "$base" "$stats" "$hswept" "$h0" "$h1" "$sweep_batch" >>"$extra" <<'EOF'
+	load_expired ext
+	alone=$(sweep_all 0)
+
+	load_expired ext
+	sql -c "CHECKPOINT"
+	paused=$(sweep_beside_claims "$sweep_pause_ms")
+
+	python3 - "$sync" "$sweep_batch" "$sweep_pause_ms" "$base" "$beside" "$alone" "$paused" "$hand" >>"$extra" <<'EOF'
 import sys
-sync, swept, t0, t1, base, stats, hswept, h0, h1, batch = sys.argv[1:]
-secs = float(t1) - float(t0)
-hsecs = float(h1) - float(h0)
+sync, batch, pause, base, beside, alone, paused, hand = sys.argv[1:]
+def rate(text):
+    keys, t0, t1 = text.split()[:3]
+    return int(keys), float(t1) - float(t0)
+out = [('batch', batch), ('pause_ms', pause)]
 b = base.split('\t')
-s = stats.split('\t')
-print(f"{sync}\tsweep\tkeys\t{swept}")
-print(f"{sync}\tsweep\tbatch\t{batch}")
-print(f"{sync}\tsweep\tseconds\t{secs:.3f}")
-print(f"{sync}\tsweep\tkeys_per_s\t{int(swept) / secs:.0f}")
-print(f"{sync}\tsweep\tbase_tps\t{b[0]}")
-print(f"{sync}\tsweep\tbase_p50_ms\t{b[1]}")
-print(f"{sync}\tsweep\tbase_p99_ms\t{b[2]}")
-print(f"{sync}\tsweep\twith_tps\t{s[0]}")
-print(f"{sync}\tsweep\twith_p50_ms\t{s[1]}")
-print(f"{sync}\tsweep\twith_p99_ms\t{s[2]}")
-print(f"{sync}\tsweep\thand_keys_per_s\t{int(hswept) / hsecs:.0f}")
+out += [('base_tps', b[0]), ('base_p50_ms', b[1]), ('base_p99_ms', b[2])]
+for name, text in (('beside', beside), ('paused', paused)):
+    sweep, stats = text.split('\t', 1)
+    keys, secs = rate(sweep)
+    s = stats.split('\t')
+    out += [(name + '_keys', keys), (name + '_seconds', f'{secs:.3f}'),
+            (name + '_keys_per_s', f'{keys / secs:.0f}'),
+            (name + '_tps', s[0]), (name + '_p50_ms', s[1]), (name + '_p99_ms', s[2])]
+for name, text in (('alone', alone), ('hand', hand)):
+    keys, secs = rate(text)
+    out += [(name + '_keys', keys), (name + '_keys_per_s', f'{keys / secs:.0f}')]
+for k, v in out:
+    print(f"{sync}\tsweep\t{k}\t{v}")
 EOF
-	log "  sweep: $swept keys in $(python3 -c "print(round($t1 - $t0, 2))") s; claims alone $base; beside the sweep $stats; hand-written DELETE $hswept keys in $(python3 -c "print(round($h1 - $h0, 2))") s"
+	log "  sweep: claims alone (tps p50 p99 n) $base"
+	log "  sweep: beside claims (keys t0 t1, tps p50 p99 n) $beside"
+	log "  sweep: with ${sweep_pause_ms} ms pauses beside claims $paused"
+	log "  sweep: alone $alone; hand-written DELETE alone $hand"
 }
 
 # ---------------------------------------------------------------- storage
@@ -444,6 +493,70 @@ run_storage()
 	log "  storage: $(grep -P '\tstorage\t.*:bytes_per_key' "$extra" | tail -2 | cut -f3,4 | tr '\n\t' ' =')"
 }
 
+# ---------------------------------------------------------------- callgrind
+# Instructions that the server backend executes per transaction, counted by
+# callgrind with one client: unlike throughput, this does not depend on what
+# else the machine is doing.  Each script runs n1 and then n2 transactions in
+# a new connection; the difference, divided by n2 - n1, leaves out the
+# connection's start.
+cg_count()
+{
+	local script=$1 n=$2 before f v best done
+	sleep 1
+	before=$(ls "$work/cg")
+	pgbench -n -M prepared -c 1 -t "$n" -D nkeys="$replay_keys" \
+		-f "$here/scripts/$script.sql" >"$work/cg.out" 2>&1 ||
+		{ cat "$work/cg.out" >&2; fail "pgbench $script under callgrind failed"; }
+	# pgbench's set-up connection and its client connection each leave a
+	# profile when their backend exits: wait for both, keep the larger
+	for _ in $(seq 300); do
+		best=0
+		done=0
+		for f in $(comm -13 <(echo "$before") <(ls "$work/cg")); do
+			v=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$work/cg/$f")
+			[ -n "$v" ] || continue
+			done=$((done + 1))
+			if [ "$v" -gt "$best" ]; then best=$v; fi
+		done
+		if [ "$done" -ge 2 ]; then break; fi
+		sleep 0.2
+	done
+	echo "$best"
+}
+
+run_callgrind()
+{
+	local item scenario variant n1 n2 ir1 ir2
+	log "callgrind: server instructions per transaction, 1 client"
+	"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null
+	pg_pid=""
+	mkdir "$work/cg"
+	if [ "$(id -u)" = 0 ]; then chown postgres: "$work/cg"; fi
+	"${runas[@]}" valgrind --tool=callgrind --trace-children=yes \
+		--callgrind-out-file="$work/cg/cg.%p" \
+		"$bindir/postgres" -D "$work/data" >"$work/valgrind.log" 2>&1 &
+	pg_pid=$!
+	for _ in $(seq 300); do
+		psql -X -q -c "SELECT 1" >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	export PGOPTIONS="-c synchronous_commit=off"
+	for item in new:ext:200:1200 new:hand:200:1200 new:plpgsql:200:1200 new:floor:200:1200 \
+		nocomplete:ext:200:1200 nocomplete:hand:200:1200 \
+		replay:ext:500:2500 replay:pk:500:2500 replay:hand:500:2500 replay:plpgsql:500:2500; do
+		IFS=: read -r scenario variant n1 n2 <<<"$item"
+		case "$scenario" in
+			new|nocomplete) prep_write ;;
+			replay) if [ "$variant" = ext ]; then prep_replay; fi ;;
+		esac
+		ir1=$(cg_count "${scenario}_$variant" "$n1")
+		ir2=$(cg_count "${scenario}_$variant" "$n2")
+		printf 'all\tcallgrind\t%s:%s\t%s\n' "$scenario" "$variant" \
+			$(( (ir2 - ir1) / (n2 - n1) )) >>"$extra"
+		log "  $scenario/$variant: $(( (ir2 - ir1) / (n2 - n1) )) instructions per transaction"
+	done
+}
+
 # ---------------------------------------------------------------- run
 {
 	echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -452,6 +565,7 @@ run_storage()
 	echo "redis: $(redis-server --version | cut -d' ' -f1-3)"
 	echo "settings: duration ${duration}s, rounds $rounds, clients $clients, hot clients $hot_clients,"
 	echo "  replay keys $replay_keys, sweep keys $sweep_keys (batches of $sweep_batch), storage keys $storage_keys"
+	echo "  callgrind $callgrind"
 } >"$out/environment.txt"
 cat "$out/environment.txt" >&2
 
@@ -478,6 +592,7 @@ for sync in $sync_modes; do
 	run_storage "$sync"
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/environment.txt"
+if [ "$callgrind" = 1 ]; then run_callgrind; fi
 
 # ---------------------------------------------------------------- report
 python3 "$here/report.py" report "$out" "$clients" "$hot_clients" "$hot_keys"
