@@ -3,8 +3,8 @@
 
   report.py latency COLUMN         latencies (us) in COLUMN of stdin -> p50 p99 n
   report.py window T0 T1           pgbench log on stdin, transactions that ended
-                                   between T0 and T1 (epoch seconds; 0 0: all)
-                                   -> tps p50 p99 n
+                                   between T0 and T1 (epoch seconds; skipN 0:
+                                   all but the first N seconds) -> tps p50 p99 n
   report.py report DIR CLIENTS HOT_CLIENTS HOT_KEYS
                                    raw.tsv and extra.tsv of DIR -> results.md,
                                    results.png (gnuplot), table on stdout
@@ -31,22 +31,25 @@ def cmd_latency(column):
 
 
 def cmd_window(t0, t1):
-    t0, t1 = float(t0), float(t1)
-    lat = []
-    ends = []
+    rows = []
     for line in sys.stdin:
         f = line.split()
-        if len(f) < 6:
-            continue
-        end = int(f[4]) + int(f[5]) / 1e6
-        if t0 == 0 and t1 == 0 or t0 <= end <= t1:
-            lat.append(int(f[2]))
-            ends.append(end)
-    lat.sort()
-    if t0 == 0 and t1 == 0:
-        span = max(ends) - min(ends) if ends else float('nan')
+        if len(f) >= 6:
+            rows.append((int(f[4]) + int(f[5]) / 1e6, int(f[2])))
+    if not rows:
+        print("nan\tnan\tnan\t0")
+        return
+    first = min(r[0] for r in rows)
+    last = max(r[0] for r in rows)
+    if t0.startswith('skip'):
+        # all but the first seconds, when the connections warm up
+        t0, t1 = first + float(t0[4:]), last
     else:
-        span = t1 - t0
+        t0, t1 = float(t0), float(t1)
+        # the part of the window that the run covered
+        t1 = min(t1, last)
+    lat = sorted(l for end, l in rows if t0 <= end <= t1)
+    span = t1 - t0
     tps = len(lat) / span if span else float('nan')
     print(f"{tps:.1f}\t{percentile(lat, 50) / 1000:.3f}\t{percentile(lat, 99) / 1000:.3f}\t{len(lat)}")
 

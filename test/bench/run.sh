@@ -119,7 +119,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/idem-bench.XXXXXX")
 chmod 755 "$work"
 pg_pid=""
 redis_pid=""
-sweep_load_pid=""
 
 if [ "$(id -u)" = 0 ]; then
 	runas=(runuser -u postgres --)
@@ -130,7 +129,6 @@ fi
 cleanup()
 {
 	set +e
-	[ -n "$sweep_load_pid" ] && kill "$sweep_load_pid" 2>/dev/null
 	if [ -n "$pg_pid" ]; then
 		"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null 2>&1
 	fi
@@ -360,33 +358,19 @@ sweep_all()
 	echo "$swept $t0 $t1"
 }
 
-# Sweep beside new-key transactions (pgbench in short runs until the sweep is
-# done); prints "keys t0 t1<TAB>tps p50 p99 n" of the transactions that ended
-# during the sweep
+# Sweep beside new-key transactions: one pgbench run, long enough to cover the
+# sweep (SECONDS), that starts a second before it; prints "keys t0 t1<TAB>tps
+# p50 p99 n" of the transactions that ended during the sweep
 sweep_beside_claims()
 {
-	local pause_ms=$1 dir="$work/sweep/with$1" result stats
+	local pause_ms=$1 seconds=$2 dir="$work/sweep/with$1" result stats pgb
 	mkdir -p "$dir"
-	(
-		i=0
-		# bounded: stops when the sweep is done, or after 10 minutes
-		while [ ! -e "$dir/done" ] && [ -d "$dir" ] && [ "$i" -lt 600 ]; do
-			i=$((i + 1))
-			(cd "$dir" && pgbench -n -M prepared -c "$clients" -j 2 -T 1 -l \
-				--log-prefix="$dir/log$i" -f "$here/scripts/new_ext.sql" >>"$dir/out" 2>&1)
-		done
-	) &
-	sweep_load_pid=$!
+	(cd "$dir" && exec pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -l \
+		--log-prefix="$dir/log" -f "$here/scripts/new_ext.sql" >"$dir/out" 2>&1) &
+	pgb=$!
 	sleep 1
 	result=$(sweep_all "$pause_ms")
-	sleep 1
-	touch "$dir/done"
-	wait "$sweep_load_pid" || true
-	sweep_load_pid=""
-	if grep -q 'aborted\|error' "$dir/out"; then
-		cat "$dir/out" >&2
-		fail "pgbench beside the sweep failed"
-	fi
+	wait "$pgb" || { cat "$dir/out" >&2; fail "pgbench beside the sweep failed"; }
 	set -- $result
 	stats=$(cat "$dir"/log* | python3 "$here/report.py" window "$2" "$3")
 	printf '%s\t%s\n' "$result" "$stats"
@@ -400,13 +384,12 @@ run_sweep()
 	rm -rf "$work/sweep"
 	mkdir -p "$work/sweep/base"
 
+	# claims alone; like beside the sweep, the first second is left out
 	load_expired both
-	(cd "$work/sweep/base" && pgbench -n -M prepared -c "$clients" -j 2 -T "$duration" -l \
+	(cd "$work/sweep/base" && pgbench -n -M prepared -c "$clients" -j 2 -T $((duration + 1)) -l \
 		--log-prefix="$work/sweep/base/log" -f "$here/scripts/new_ext.sql" >"$work/sweep/base/out" 2>&1) ||
 		{ cat "$work/sweep/base/out" >&2; fail "pgbench failed"; }
-	base=$(cat "$work"/sweep/base/log* | python3 "$here/report.py" window 0 0)
-	sql -c "CHECKPOINT"
-	beside=$(sweep_beside_claims 0)
+	base=$(cat "$work"/sweep/base/log* | python3 "$here/report.py" window skip1 0)
 
 	# the hand-written equivalent, alone: a batched DELETE through the created_at index
 	local h0 h1 hswept
@@ -430,10 +413,15 @@ run_sweep()
 
 	load_expired ext
 	alone=$(sweep_all 0)
+	# beside claims the sweep is slower: give pgbench time enough
+	local took
+	took=$(echo "$alone" | awk '{ print $3 - $2 }')
 
 	load_expired ext
-	sql -c "CHECKPOINT"
-	paused=$(sweep_beside_claims "$sweep_pause_ms")
+	beside=$(sweep_beside_claims 0 "$(awk -v t="$took" 'BEGIN { printf "%d", 3 + 8 * t }')")
+
+	load_expired ext
+	paused=$(sweep_beside_claims "$sweep_pause_ms" "$(awk -v t="$took" 'BEGIN { printf "%d", 3 + 12 * t }')")
 
 	python3 - "$sync" "$sweep_batch" "$sweep_pause_ms" "$base" "$beside" "$alone" "$paused" "$hand" >>"$extra" <<'EOF'
 import sys
