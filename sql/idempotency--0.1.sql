@@ -44,19 +44,25 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_keys', '');
 --
 -- Functions
 --
+-- The result of idem_claim() is a named row type rather than OUT
+-- parameters: the executor then finds its columns in the type cache, instead
+-- of decoding the function's argument arrays at every call.
+CREATE TYPE @extschema@.idem_claim_result AS (
+	outcome			@extschema@.idem_outcome,
+	response		jsonb,
+	attempt			integer,
+	recovery_point	text,
+	expires_at		timestamptz
+);
+
 CREATE FUNCTION @extschema@.idem_claim(
 	key text,
 	fingerprint text DEFAULT NULL,
 	ttl interval DEFAULT NULL,
 	scope text DEFAULT '',
 	wait boolean DEFAULT true,
-	lease interval DEFAULT NULL,
-	OUT outcome @extschema@.idem_outcome,
-	OUT response jsonb,
-	OUT attempt integer,
-	OUT recovery_point text,
-	OUT expires_at timestamptz)
-RETURNS record
+	lease interval DEFAULT NULL)
+RETURNS @extschema@.idem_claim_result
 AS 'MODULE_PATHNAME', 'idem_claim'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 

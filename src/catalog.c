@@ -23,6 +23,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "idempotency.h"
 
@@ -136,18 +137,11 @@ expires_index(Relation rel, AttrNumber expires_attnum)
 	return result;
 }
 
-/* Build the blessed result row type of idem_claim() */
+/* The result row type of idem_claim(), from the extension's composite type */
 static TupleDesc
-claim_result_desc(Oid outcome_typid)
+claim_result_desc(Oid nsp)
 {
-	TupleDesc	desc = CreateTemplateTupleDesc(5);
-
-	TupleDescInitEntry(desc, 1, "outcome", outcome_typid, -1, 0);
-	TupleDescInitEntry(desc, 2, "response", JSONBOID, -1, 0);
-	TupleDescInitEntry(desc, 3, "attempt", INT4OID, -1, 0);
-	TupleDescInitEntry(desc, 4, "recovery_point", TEXTOID, -1, 0);
-	TupleDescInitEntry(desc, 5, "expires_at", TIMESTAMPTZOID, -1, 0);
-	return BlessTupleDesc(desc);
+	return lookup_rowtype_tupdesc_copy(extension_type_oid(nsp, "idem_claim_result"), -1);
 }
 
 /* Fill the cache; false when the extension is not created in this database */
@@ -173,7 +167,6 @@ idem_catalog_fill(void)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table \"idem_keys\" of extension \"idempotency\" does not exist")));
 
-	/* the record type cache keeps its own copy of a blessed descriptor */
 	if (cache.claim_result != NULL)
 		FreeTupleDesc(cache.claim_result);
 	memset(&cache, 0, sizeof(cache));
@@ -209,9 +202,9 @@ idem_catalog_fill(void)
 	for (i = 0; i < IDEM_NUM_OUTCOMES; i++)
 		cache.outcome[i] = enum_label_oid(outcome_typid, outcome_labels[i]);
 
-	/* blessed descriptors live for the whole backend */
+	/* kept until the cache is filled again */
 	oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
-	cache.claim_result = claim_result_desc(outcome_typid);
+	cache.claim_result = claim_result_desc(nsp);
 	MemoryContextSwitchTo(oldcxt);
 
 	cache_valid = true;

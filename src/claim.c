@@ -249,6 +249,7 @@ idem_claim(PG_FUNCTION_ARGS)
 	TimestampTz locked_until = 0;
 	bool		wait;
 	Relation	rel;
+	IdemLookup	lookup;
 	IdemRow		row;
 	bool		found;
 	bool		takeover;
@@ -273,12 +274,14 @@ idem_claim(PG_FUNCTION_ARGS)
 	}
 
 	rel = idem_keys_open(RowExclusiveLock);
+	idem_keys_lookup_begin(&lookup, rel, scope, key, SnapshotSelf);
 
 	/* read without the lock: replay, live lease and our own claim end here */
-	found = idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
+	found = idem_keys_lookup(&lookup, &row);
 	decision = decide(&row, found, fingerprint, now);
 	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
 	{
+		idem_keys_lookup_end(&lookup);
 		result = answer_read(decision, &row);
 		table_close(rel, RowExclusiveLock);
 		PG_RETURN_DATUM(result);
@@ -288,12 +291,14 @@ idem_claim(PG_FUNCTION_ARGS)
 	idem_prevent_write("idem_claim()");
 	if (!idem_lock_key(scope, key, wait))
 	{
+		idem_keys_lookup_end(&lookup);
 		result = answer(IDEM_OUTCOME_IN_PROGRESS, NULL, false);
 		table_close(rel, RowExclusiveLock);
 		PG_RETURN_DATUM(result);
 	}
 
-	found = idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
+	found = idem_keys_lookup(&lookup, &row);
+	idem_keys_lookup_end(&lookup);
 	decision = decide(&row, found, fingerprint, now);
 	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
 	{
@@ -351,7 +356,7 @@ idem_claim(PG_FUNCTION_ARGS)
 
 	/* a transactional claim is completed when its transaction commits */
 	if (lease == NULL)
-		idem_pending_add(scope, key);
+		idem_pending_add(scope, key, &row.tid);
 
 	result = answer(IDEM_OUTCOME_CLAIMED, &row, takeover);
 	table_close(rel, RowExclusiveLock);

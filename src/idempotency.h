@@ -6,6 +6,7 @@
 #define IDEMPOTENCY_H
 
 #include "access/attnum.h"
+#include "access/skey.h"
 #include "access/tableam.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -70,7 +71,7 @@ typedef struct IdemCatalog
 	Oid			outcome[IDEM_NUM_OUTCOMES]; /* enum label OIDs of idem_outcome */
 	AttrNumber	attnum[IDEM_NUM_COLUMNS];
 	int			natts;			/* attributes of idem_keys, dropped included */
-	TupleDesc	claim_result;	/* blessed row type of idem_claim() */
+	TupleDesc	claim_result;	/* row type of idem_claim(), idem_claim_result */
 } IdemCatalog;
 
 extern void idem_catalog_init(void);
@@ -92,9 +93,25 @@ typedef struct IdemRow
 	bool	   *all_isnull;
 } IdemRow;
 
+/* A look-up of one key that can be repeated (keys.c) */
+typedef struct IdemLookup
+{
+	Relation	rel;
+	Relation	index;
+	struct IndexScanDescData *scan;
+	TupleTableSlot *slot;
+	ScanKeyData skey[2];
+} IdemLookup;
+
 extern Relation idem_keys_open(LOCKMODE lockmode);
+extern void idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
+								   text *scope, text *key, Snapshot snapshot);
+extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
+extern void idem_keys_lookup_end(IdemLookup *lookup);
 extern bool idem_keys_fetch(Relation rel, text *scope, text *key,
 							Snapshot snapshot, IdemRow *row);
+extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,
+								text *key, IdemRow *row);
 extern void idem_keys_insert(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
@@ -121,7 +138,10 @@ extern char *idem_key_cstring(text *key);
  * Transactional claims that are completed at commit (pending.c)
  */
 extern void idem_pending_init(void);
-extern void idem_pending_add(text *scope, text *key);
+extern void idem_pending_add(text *scope, text *key, ItemPointer tid);
+extern void idem_pending_completed(text *scope, text *key, ItemPointer tid);
+extern bool idem_pending_fetch(Relation rel, text *scope, text *key,
+							   IdemRow *row);
 
 /*
  * Expiry (sweep.c)

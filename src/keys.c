@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_am_d.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
@@ -126,68 +127,161 @@ copy_datum(Datum value, Form_pg_attribute att)
 	return datumCopy(value, att->attbyval, att->attlen);
 }
 
+/* Copy the row in a slot into *row */
+static void
+row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		should_free;
+	HeapTuple	tuple;
+	int			i;
+
+	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	row->tid = tuple->t_self;
+	row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
+
+	slot_getallattrs(slot);
+	row->all_values = palloc(sizeof(Datum) * cat->natts);
+	row->all_isnull = palloc(sizeof(bool) * cat->natts);
+	for (i = 0; i < cat->natts; i++)
+	{
+		row->all_isnull[i] = slot->tts_isnull[i];
+		row->all_values[i] = slot->tts_isnull[i] ? (Datum) 0 :
+			copy_datum(slot->tts_values[i], TupleDescAttr(desc, i));
+	}
+	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
+	{
+		row->values[i] = row->all_values[cat->attnum[i] - 1];
+		row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
+	}
+	if (should_free)
+		heap_freetuple(tuple);
+}
+
+/* Is this text datum equal to that text? */
+static bool
+text_datum_equal(Datum value, text *b)
+{
+	text	   *a = (text *) DatumGetPointer(value);
+
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
 /*
- * Find the row of (scope, key) visible to 'snapshot' through the primary
- * key.  SnapshotSelf sees what committed and what this transaction wrote,
- * including in the current command; the claim paths read with it, so that
- * they answer from the latest committed row at every isolation level.
+ * Read the row version at 'tid' if SnapshotSelf sees it and it is the row of
+ * (scope, key).  The caller must know that the version's page still exists:
+ * the pending list uses it for versions this transaction wrote and did not
+ * roll back.  A version that this transaction replaced or deleted since is
+ * not seen, and the caller then looks the key up through the index.
+ *
+ * Like an index scan, it first lets the heap prune the page of versions that
+ * no one can see any more: the usual transaction leaves one behind on this
+ * page (the claim's), and without this the page would fill up with them
+ * until the next VACUUM.
  */
+bool
+idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
+					IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	if (rel->rd_rel->relam == HEAP_TABLE_AM_OID)
+	{
+		Buffer		buffer = ReadBuffer(rel, ItemPointerGetBlockNumber(tid));
+
+		heap_page_prune_opt(rel, buffer);
+		ReleaseBuffer(buffer);
+	}
+
+	slot = table_slot_create(rel, NULL);
+	if (table_tuple_fetch_row_version(rel, tid, SnapshotSelf, slot))
+	{
+		bool		isnull;
+		Datum		k = slot_getattr(slot, cat->attnum[IDEM_COL_KEY], &isnull);
+		Datum		s = slot_getattr(slot, cat->attnum[IDEM_COL_SCOPE], &isnull);
+
+		if (text_datum_equal(k, key) && text_datum_equal(s, scope))
+		{
+			row_from_slot(rel, slot, row);
+			found = true;
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return found;
+}
+
+/*
+ * Start a look-up of (scope, key) through the primary key.  Reads see what
+ * 'snapshot' sees; SnapshotSelf sees what committed and what this
+ * transaction wrote, including in the current command.  The claim paths read
+ * with it, so that they answer from the latest committed row at every
+ * isolation level.
+ */
+void
+idem_keys_lookup_begin(IdemLookup *lookup, Relation rel, text *scope,
+					   text *key, Snapshot snapshot)
+{
+	Relation	index = index_open(idem_catalog()->pkey_indexid, AccessShareLock);
+
+	ScanKeyEntryInitialize(&lookup->skey[0], 0, 1, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,
+						   PointerGetDatum(scope));
+	ScanKeyEntryInitialize(&lookup->skey[1], 0, 2, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[1], F_TEXTEQ,
+						   PointerGetDatum(key));
+	lookup->rel = rel;
+	lookup->index = index;
+	lookup->slot = table_slot_create(rel, NULL);
+	lookup->scan = index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(lookup->scan, lookup->skey, 2, NULL, 0);
+}
+
+/*
+ * Find the row of the look-up's key; can be called again, to read the key
+ * afresh (after taking its lock, say)
+ */
+bool
+idem_keys_lookup(IdemLookup *lookup, IdemRow *row)
+{
+	bool		found;
+
+	found = index_getnext_slot(lookup->scan, ForwardScanDirection, lookup->slot);
+	if (found)
+		row_from_slot(lookup->rel, lookup->slot, row);
+
+	/*
+	 * The row is copied: drop the buffer pins now, since the caller may wait
+	 * for the key's lock before the next look-up.
+	 */
+	ExecClearTuple(lookup->slot);
+	index_rescan(lookup->scan, lookup->skey, 2, NULL, 0);
+	return found;
+}
+
+/* End a look-up */
+void
+idem_keys_lookup_end(IdemLookup *lookup)
+{
+	index_endscan(lookup->scan);
+	ExecDropSingleTupleTableSlot(lookup->slot);
+	index_close(lookup->index, AccessShareLock);
+}
+
+/* Find the row of (scope, key) visible to 'snapshot' through the primary key */
 bool
 idem_keys_fetch(Relation rel, text *scope, text *key, Snapshot snapshot,
 				IdemRow *row)
 {
-	const IdemCatalog *cat = idem_catalog();
-	Relation	index;
-	IndexScanDesc scan;
-	ScanKeyData skey[2];
-	TupleTableSlot *slot;
-	bool		found = false;
+	IdemLookup	lookup;
+	bool		found;
 
-	index = index_open(cat->pkey_indexid, AccessShareLock);
-	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ,
-						   PointerGetDatum(scope));
-	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[1], F_TEXTEQ,
-						   PointerGetDatum(key));
-
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 2, 0);
-	index_rescan(scan, skey, 2, NULL, 0);
-
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		TupleDesc	desc = RelationGetDescr(rel);
-		bool		should_free;
-		HeapTuple	tuple;
-		int			i;
-
-		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
-		row->tid = tuple->t_self;
-		row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
-
-		slot_getallattrs(slot);
-		row->all_values = palloc(sizeof(Datum) * cat->natts);
-		row->all_isnull = palloc(sizeof(bool) * cat->natts);
-		for (i = 0; i < cat->natts; i++)
-		{
-			row->all_isnull[i] = slot->tts_isnull[i];
-			row->all_values[i] = slot->tts_isnull[i] ? (Datum) 0 :
-				copy_datum(slot->tts_values[i], TupleDescAttr(desc, i));
-		}
-		for (i = 0; i < IDEM_NUM_COLUMNS; i++)
-		{
-			row->values[i] = row->all_values[cat->attnum[i] - 1];
-			row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
-		}
-		if (should_free)
-			heap_freetuple(tuple);
-		found = true;
-	}
-
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
+	idem_keys_lookup_begin(&lookup, rel, scope, key, snapshot);
+	found = idem_keys_lookup(&lookup, row);
+	idem_keys_lookup_end(&lookup);
 	return found;
 }
 
@@ -249,32 +343,37 @@ idem_keys_insert(Relation rel, IdemRow *row)
 
 /*
  * Replace the row at row->tid by row's values.  Waits for a transaction that
- * is deleting the row (a sweep); returns TM_Deleted if it went away.
+ * is deleting the row (a sweep); returns TM_Deleted if it went away.  The
+ * indexes are opened only if the update is not HOT: completing a key changes
+ * no indexed column, so it usually needs none of them.
  */
 TM_Result
 idem_keys_update(Relation rel, IdemRow *row)
 {
-	ResultRelInfo *rri;
-	EState	   *estate = writer_begin(rel, &rri);
 	TupleTableSlot *slot = row_slot(rel, row);
+	CommandId	cid = GetCurrentCommandId(true);
 	TM_FailureData tmfd;
 	LockTupleMode lockmode;
 	bool		update_indexes;
 	TM_Result	result;
 
-	result = table_tuple_update(rel, &row->tid, slot, estate->es_output_cid,
+	result = table_tuple_update(rel, &row->tid, slot, cid,
 								InvalidSnapshot, InvalidSnapshot, true,
 								&tmfd, &lockmode, &update_indexes);
 	if (result == TM_Ok)
 	{
 		if (update_indexes)
 		{
+			ResultRelInfo *rri;
+			EState	   *estate = writer_begin(rel, &rri);
+
 			/*
 			 * update = false: the "index unchanged" hint needs a range table,
 			 * and an update that is not HOT changed an indexed column anyway.
 			 */
 			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false,
 											NULL, NIL));
+			writer_end(estate, rri);
 		}
 		row->tid = slot->tts_tid;
 		row->own = true;
@@ -283,7 +382,6 @@ idem_keys_update(Relation rel, IdemRow *row)
 		elog(ERROR, "unexpected result %d updating idempotency key", (int) result);
 
 	ExecDropSingleTupleTableSlot(slot);
-	writer_end(estate, rri);
 	CommandCounterIncrement();
 	return result;
 }

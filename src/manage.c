@@ -136,7 +136,10 @@ idem_complete(PG_FUNCTION_ARGS)
 
 	idem_prevent_write("idem_complete()");
 	rel = idem_keys_open(RowExclusiveLock);
-	found = fetch_locked(rel, scope, key, &row);
+	/* a key this transaction claimed is read where the claim wrote it */
+	idem_lock_key(scope, key, true);
+	found = idem_pending_fetch(rel, scope, key, &row) ||
+		idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
 	check_in_progress(&row, found, key, now);
 	check_owner(&row, key, fcinfo, 3);
 
@@ -150,6 +153,8 @@ idem_complete(PG_FUNCTION_ARGS)
 	update_or_fail(rel, &row, key);
 	table_close(rel, RowExclusiveLock);
 
+	/* the commit need not look at this key again */
+	idem_pending_completed(scope, key, &row.tid);
 	idem_count(IDEM_COUNT_COMPLETIONS, 1);
 	PG_RETURN_VOID();
 }

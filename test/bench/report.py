@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Numbers for the benchmark (run.sh): latency percentiles, the table, the plot.
+
+  report.py latency COLUMN         latencies (us) in COLUMN of stdin -> p50 p99 n
+  report.py window T0 T1           pgbench log on stdin, transactions that ended
+                                   between T0 and T1 (epoch seconds; skipN 0:
+                                   all but the first N seconds) -> tps p50 p99 n
+  report.py report DIR CLIENTS HOT_CLIENTS HOT_KEYS
+                                   raw.tsv and extra.tsv of DIR -> results.md,
+                                   results.png (gnuplot), table on stdout
+"""
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of a sorted list."""
+    if not sorted_values:
+        return float('nan')
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def cmd_latency(column):
+    col = int(column) - 1
+    values = sorted(int(line.split()[col]) for line in sys.stdin if line.strip())
+    print(f"{percentile(values, 50) / 1000:.3f}\t{percentile(values, 99) / 1000:.3f}\t{len(values)}")
+
+
+def cmd_window(t0, t1):
+    rows = []
+    for line in sys.stdin:
+        f = line.split()
+        if len(f) >= 6:
+            rows.append((int(f[4]) + int(f[5]) / 1e6, int(f[2])))
+    if not rows:
+        print("nan\tnan\tnan\t0")
+        return
+    first = min(r[0] for r in rows)
+    last = max(r[0] for r in rows)
+    if t0.startswith('skip'):
+        # all but the first seconds, when the connections warm up
+        t0, t1 = first + float(t0[4:]), last
+    else:
+        t0, t1 = float(t0), float(t1)
+        # the part of the window that the run covered
+        t1 = min(t1, last)
+    lat = sorted(l for end, l in rows if t0 <= end <= t1)
+    span = t1 - t0
+    tps = len(lat) / span if span else float('nan')
+    print(f"{tps:.1f}\t{percentile(lat, 50) / 1000:.3f}\t{percentile(lat, 99) / 1000:.3f}\t{len(lat)}")
+
+
+SCENARIOS = [
+    ('new', 'new key: claim + order + complete, one transaction'),
+    ('nocomplete', 'new key without idem_complete'),
+    ('replay', 'replay of a completed key'),
+    ('hot', 'hot keys: {hot_clients} clients, {hot_keys} keys'),
+]
+
+VARIANTS = {
+    'ext': 'idempotency extension',
+    'floor': 'order alone, no idempotency (floor)',
+    'hand': 'hand-written SQL',
+    'plpgsql': 'PL/pgSQL claim function',
+    'pk': 'prepared primary-key SELECT',
+    'redis': 'Redis SET NX EX (not transactional)',
+}
+
+VARIANT_ORDER = ['ext', 'hand', 'plpgsql', 'pk', 'redis', 'floor']
+
+
+def variant_label(scenario, variant):
+    if scenario == 'nocomplete' and variant == 'hand':
+        return 'hand-written SQL, no response kept'
+    if scenario == 'nocomplete' and variant == 'redis':
+        return 'Redis SET NX EX, no response kept'
+    if scenario == 'replay' and variant == 'redis':
+        return 'Redis GET'
+    return VARIANTS[variant]
+
+
+def read_tsv(path):
+    with open(path) as f:
+        header = f.readline().rstrip('\n').split('\t')
+        return [dict(zip(header, line.rstrip('\n').split('\t'))) for line in f if line.strip()]
+
+
+def fmt_ratio(values):
+    if not values:
+        return '-'
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.2f}x"
+    return f"{med:.2f}x [{min(values):.2f}-{max(values):.2f}]"
+
+
+def cmd_report(out, clients, hot_clients, hot_keys):
+    raw = read_tsv(os.path.join(out, 'raw.tsv'))
+    extra = read_tsv(os.path.join(out, 'extra.tsv'))
+    env = open(os.path.join(out, 'environment.txt')).read().strip()
+
+    syncs = []
+    runs = {}      # (sync, scenario, variant) -> list of rows
+    by_round = {}  # (sync, round, scenario, variant) -> tps
+    for r in raw:
+        if r['sync'] not in syncs:
+            syncs.append(r['sync'])
+        runs.setdefault((r['sync'], r['scenario'], r['variant']), []).append(r)
+        by_round[(r['sync'], r['round'], r['scenario'], r['variant'])] = float(r['tps'])
+    ex = {}
+    for e in extra:
+        ex[(e['sync'], e['kind'], e['name'])] = e['value']
+
+    def ratios(sync, num, den):
+        """Per-round ratios of tps: num and den are (scenario, variant)."""
+        result = []
+        for (s, rnd, sc, v), tps in by_round.items():
+            if s == sync and (sc, v) == num:
+                d = by_round.get((s, rnd) + den)
+                if d:
+                    result.append(tps / d)
+        return result
+
+    def med(rows, key):
+        return statistics.median(float(r[key]) for r in rows)
+
+    lines = []
+    lines.append('# Benchmark results')
+    lines.append('')
+    lines.append('Produced by `test/bench/run.sh`. Throughput is the median over rounds; p50 and p99 are the')
+    lines.append('medians of each round\'s transaction latency percentiles. Ratios are the extension\'s throughput')
+    lines.append('divided by the variant\'s, computed within each round, as median [min-max] over rounds.')
+    lines.append(f'{clients} clients, except the hot-key scenario ({hot_clients} clients on {hot_keys} keys).')
+    lines.append('')
+    lines.append('```')
+    lines.append(env)
+    lines.append('```')
+
+    targets = []
+    noise = []
+    plot_rows = {}
+    for sync in syncs:
+        lines.append('')
+        lines.append(f'## synchronous_commit = {sync}')
+        lines.append('')
+        lines.append('| scenario | variant | tps | p50 ms | p99 ms | extension ÷ variant | notes |')
+        lines.append('|---|---|---:|---:|---:|---:|---|')
+        for scenario, title in SCENARIOS:
+            title = title.format(hot_clients=hot_clients, hot_keys=hot_keys)
+            first = True
+            for variant in VARIANT_ORDER:
+                rows = runs.get((sync, scenario, variant))
+                if not rows:
+                    continue
+                tps = [float(r['tps']) for r in rows]
+                if len(tps) > 1 and statistics.mean(tps) > 0:
+                    noise.append((statistics.pstdev(tps) / statistics.mean(tps), sync, scenario, variant))
+                ratio = '' if variant == 'ext' else fmt_ratio(ratios(sync, (scenario, 'ext'), (scenario, variant)))
+                notes = sorted({r['note'] for r in rows if r.get('note')})
+                note = '; '.join(notes)
+                if scenario == 'hot':
+                    dups = [int(n.split('duplicates=')[1]) for n in notes if 'duplicates=' in n]
+                    note = f"duplicate orders: {max(dups) if dups else '?'}"
+                elif variant == 'redis':
+                    note = 'not transactional with the order'
+                lines.append(f"| {title if first else ''} | {variant_label(scenario, variant)} | "
+                             f"{statistics.median(tps):,.0f} | {med(rows, 'p50_ms'):.3f} | "
+                             f"{med(rows, 'p99_ms'):.3f} | {ratio} | {note} |")
+                plot_rows.setdefault(sync, {}).setdefault(scenario, {})[variant] = (
+                    statistics.median(tps), med(rows, 'p99_ms'))
+                first = False
+            if scenario == 'nocomplete' and runs.get((sync, 'nocomplete', 'ext')):
+                r = ratios(sync, ('nocomplete', 'ext'), ('new', 'hand'))
+                lines.append(f"| | (extension without idem_complete ÷ hand-written SQL with its UPDATE) | | | | {fmt_ratio(r)} | |")
+
+        # sweep and storage
+        k = lambda name: ex.get((sync, 'sweep', name))
+        if k('beside_keys'):
+            lines.append('')
+            lines.append(f"Expiry: `idem_sweep({k('batch')})` in a loop, one transaction per batch, over "
+                         f"{int(k('beside_keys')):,} expired keys:")
+            lines.append('')
+            lines.append('| sweep | keys/s | new-key tps | new-key p50 ms | new-key p99 ms | p99 ÷ without sweep |')
+            lines.append('|---|---:|---:|---:|---:|---:|')
+            lines.append(f"| none: {clients} clients of new-key transactions alone | | {float(k('base_tps')):,.0f} | "
+                         f"{float(k('base_p50_ms')):.3f} | {float(k('base_p99_ms')):.3f} | |")
+            for name, label in (('beside', 'idem_sweep beside them'),
+                                ('paused', f"idem_sweep beside them, {k('pause_ms')} ms pause between batches")):
+                lines.append(f"| {label} | {float(k(name + '_keys_per_s')):,.0f} | {float(k(name + '_tps')):,.0f} | "
+                             f"{float(k(name + '_p50_ms')):.3f} | {float(k(name + '_p99_ms')):.3f} | "
+                             f"{float(k(name + '_p99_ms')) / float(k('base_p99_ms')):.2f}x |")
+            lines.append(f"| idem_sweep alone | {float(k('alone_keys_per_s')):,.0f} | | | | |")
+            lines.append(f"| hand-written batched DELETE alone | {float(k('hand_keys_per_s')):,.0f} | | | | |")
+        s = lambda name: ex.get((sync, 'storage', name))
+        if s('ext:bytes_per_key'):
+            lines.append('')
+            lines.append('| storage after VACUUM | keys | bytes/key | heap | indexes | after VACUUM FULL |')
+            lines.append('|---|---:|---:|---:|---:|---:|')
+            for v, label in (('ext', 'idem_keys (extension)'), ('hand', 'hand-written table + created_at index')):
+                lines.append(f"| {label} | {int(float(s(v + ':keys'))):,} | {float(s(v + ':bytes_per_key')):.1f} | "
+                             f"{float(s(v + ':heap_bytes_per_key')):.1f} | {float(s(v + ':index_bytes_per_key')):.1f} | "
+                             f"{float(s(v + ':compact_bytes_per_key')):.1f} |")
+
+        # targets
+        def target(name, values, goal, higher=True):
+            if not values:
+                return
+            m = statistics.median(values)
+            ok = m >= goal if higher else m <= goal
+            every = all((v >= goal if higher else v <= goal) for v in values)
+            verdict = ('met' if every else 'met (median)') if ok else 'missed'
+            targets.append((sync, name, fmt_ratio(values) if len(values) > 0 else '-',
+                            ('>= ' if higher else '<= ') + f'{goal:g}', verdict))
+
+        target('new key: extension ÷ hand-written SQL', ratios(sync, ('new', 'ext'), ('new', 'hand')), 1.0)
+        target('new key: extension ÷ PL/pgSQL function', ratios(sync, ('new', 'ext'), ('new', 'plpgsql')), 1.5)
+        target('new key without idem_complete ÷ hand-written SQL',
+               ratios(sync, ('nocomplete', 'ext'), ('new', 'hand')), 1.2)
+        target('replay ÷ prepared primary-key SELECT', ratios(sync, ('replay', 'ext'), ('replay', 'pk')), 0.9)
+        if s('ext:bytes_per_key'):
+            target('bytes per key: extension ÷ hand-written',
+                   [float(s('ext:bytes_per_key')) / float(s('hand:bytes_per_key'))], 1.1, higher=False)
+        if k('beside_keys'):
+            for name, label in (('beside', ''), ('paused', f", {k('pause_ms')} ms pauses")):
+                rate = float(k(name + '_keys_per_s'))
+                targets.append((sync, f'sweep{label}: keys deleted per second beside claims', f'{rate:,.0f}',
+                                '>= 100,000', 'met' if rate >= 100000 else 'missed'))
+                target(f'sweep{label}: new-key p99 beside the sweep ÷ without',
+                       [float(k(name + '_p99_ms')) / float(k('base_p99_ms'))], 1.5, higher=False)
+
+    cg = {name: int(value) for (sync, kind, name), value in ex.items() if kind == 'callgrind'}
+    if cg:
+        lines.append('')
+        lines.append('## Server CPU per transaction')
+        lines.append('')
+        lines.append('Instructions executed by the server backend per transaction, counted by callgrind with one')
+        lines.append('client (so they do not depend on the machine\'s load). They leave out the kernel\'s and the')
+        lines.append('client\'s work per statement, which is the same for variants with the same number of statements.')
+        lines.append('')
+        lines.append('| scenario | variant | statements | instructions | variant ÷ extension |')
+        lines.append('|---|---|---:|---:|---:|')
+        statements = {'new:ext': 5, 'new:hand': 5, 'new:plpgsql': 5, 'new:floor': 1,
+                      'nocomplete:ext': 4, 'nocomplete:hand': 4,
+                      'replay:ext': 1, 'replay:pk': 1, 'replay:hand': 4, 'replay:plpgsql': 1}
+        for scenario, title in SCENARIOS:
+            title = title.format(hot_clients=hot_clients, hot_keys=hot_keys)
+            first = True
+            for variant in VARIANT_ORDER:
+                name = f'{scenario}:{variant}'
+                if name not in cg:
+                    continue
+                base = cg.get(f'{scenario}:ext')
+                ratio = '' if variant == 'ext' or not base else f'{cg[name] / base:.2f}'
+                lines.append(f"| {title if first else ''} | {variant_label(scenario, variant)} | "
+                             f"{statements.get(name, '')} | {cg[name]:,} | {ratio} |")
+                first = False
+            if scenario == 'nocomplete' and 'nocomplete:ext' in cg and 'new:hand' in cg:
+                lines.append(f"| | (hand-written SQL with its UPDATE ÷ extension without idem_complete) | | | "
+                             f"{cg['new:hand'] / cg['nocomplete:ext']:.2f} |")
+
+    lines.append('')
+    lines.append('## Targets')
+    lines.append('')
+    lines.append('| synchronous_commit | target | measured | goal | verdict |')
+    lines.append('|---|---|---:|---:|---|')
+    for t in targets:
+        lines.append('| ' + ' | '.join(t) + ' |')
+
+    if noise:
+        noise.sort()
+        cvs = [n[0] for n in noise]
+        worst = noise[-1]
+        lines.append('')
+        lines.append(f"Noise: the throughput of one variant varied between rounds by a coefficient of variation of "
+                     f"{statistics.median(cvs) * 100:.0f}% (median over variants), "
+                     f"{worst[0] * 100:.0f}% at worst ({worst[2]}/{worst[3]}, synchronous_commit = {worst[1]}).")
+
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(text)
+    print(text)
+    plot(out, syncs, plot_rows, clients, hot_clients)
+
+
+def plot(out, syncs, plot_rows, clients, hot_clients):
+    """Bars of throughput and p99 per scenario and variant, one row per setting."""
+    scen_labels = {'new': 'new key', 'nocomplete': 'no complete', 'replay': 'replay',
+                   'hot': f'hot keys ({hot_clients} cl.)'}
+    variants = [v for v in VARIANT_ORDER if any(v in sc for rows in plot_rows.values() for sc in rows.values())]
+    for sync in syncs:
+        with open(os.path.join(out, f'plot_{sync}.dat'), 'w') as f:
+            f.write('# scenario ' + ' '.join(f'tps_{v} p99_{v}' for v in variants) + '\n')
+            for sc in ('new', 'nocomplete', 'replay', 'hot'):
+                row = plot_rows.get(sync, {}).get(sc)
+                if not row:
+                    continue
+                cells = []
+                for v in variants:
+                    if v in row:
+                        cells += [f'{row[v][0]:.1f}', f'{row[v][1]:.3f}']
+                    else:
+                        cells += ['-', '-']
+                f.write(f'"{scen_labels[sc]}" ' + ' '.join(cells) + '\n')
+    colors = {'ext': '#1b7837', 'hand': '#2166ac', 'plpgsql': '#b2182b', 'pk': '#8073ac',
+              'redis': '#e08214', 'floor': '#999999'}
+    titles = {'ext': 'extension', 'hand': 'hand-written SQL', 'plpgsql': 'PL/pgSQL function',
+              'pk': 'PK SELECT', 'redis': 'Redis (not transactional)', 'floor': 'order alone (floor)'}
+    gp = []
+    gp.append("set terminal pngcairo size 1400,%d font 'sans,10'" % (420 * len(syncs)))
+    gp.append(f"set output '{os.path.join(out, 'results.png')}'")
+    gp.append("set datafile missing '-'")
+    gp.append("set style data histogram")
+    gp.append("set style histogram clustered gap 1")
+    gp.append("set style fill solid 0.9 border -1")
+    gp.append("set boxwidth 0.9")
+    gp.append("set grid ytics")
+    gp.append("set logscale y")
+    gp.append("set key outside bottom center horizontal font 'sans,9'")
+    gp.append("set xrange [-0.6:3.6]")
+    gp.append(f"set multiplot layout {len(syncs)},2 title 'idempotency benchmark ({clients} clients; median of rounds)'")
+    for sync in syncs:
+        dat = os.path.join(out, f'plot_{sync}.dat')
+        for metric, col_off, ylabel in (('tps', 0, 'transactions per second (log)'),
+                                        ('p99', 1, 'p99 latency, ms (log)')):
+            gp.append(f"set title '{metric} — synchronous\\_commit = {sync}'")
+            gp.append(f"set ylabel '{ylabel}'")
+            plots = []
+            for i, v in enumerate(variants):
+                col = 2 + 2 * i + col_off
+                plots.append(f"'{dat}' using {col}:xtic(1) title '{titles[v]}' lc rgb '{colors[v]}'")
+            gp.append('plot ' + ', \\\n     '.join(plots))
+    gp.append('unset multiplot')
+    script = os.path.join(out, 'plot.gp')
+    with open(script, 'w') as f:
+        f.write('\n'.join(gp) + '\n')
+    subprocess.run(['gnuplot', script], check=True)
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd = sys.argv[1]
+    if cmd == 'latency':
+        cmd_latency(sys.argv[2])
+    elif cmd == 'window':
+        cmd_window(sys.argv[2], sys.argv[3])
+    elif cmd == 'report':
+        cmd_report(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == '__main__':
+    main()

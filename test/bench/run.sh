@@ -1,0 +1,593 @@
+#!/usr/bin/env bash
+#
+# run.sh: benchmark the idempotency extension against what users would write
+# instead, side by side in one run.
+#
+# It builds and installs the extension into the PostgreSQL that PG_CONFIG
+# names (default: pg_config on PATH), starts a throwaway cluster and a
+# throwaway redis-server on loopback, loads the baselines, runs the scenarios
+# with pgbench -M prepared (and a small libpq + hiredis client for Redis),
+# prints a table of throughput and latency with ratios, writes results.md and
+# results.png, and stops everything it started.
+#
+# Usage: test/bench/run.sh [--smoke] [--duration SECONDS] [--rounds N]
+#                          [--clients N] [--hot-clients N] [--sync "on off"]
+#                          [--sweep-keys N] [--storage-keys N] [--out DIR]
+#                          [--callgrind | --no-callgrind]
+#
+# Run as root (the cluster then runs as the postgres user, and missing Debian
+# packages are installed) or as a normal user who can write to PG_CONFIG's
+# installation directories.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+
+# ---------------------------------------------------------------- options
+duration=3				# seconds per pgbench run
+rounds=8				# every scenario is run this many times, interleaved
+clients=8
+hot_clients=16
+hot_keys=10
+sync_modes="on off"
+replay_keys=100000
+sweep_keys=1000000
+sweep_batch=1000		# the default of idempotency.sweep_batch_size
+sweep_pause_ms=3		# pause between batches in the throttled sweep
+storage_keys=100000
+callgrind=""			# count server instructions per transaction (full runs)
+smoke=0
+out=""
+
+usage()
+{
+	sed -n '/^# Usage:/,/^# *\[--callgrind/p' "$0" | sed 's/^# \{0,1\}//'
+	exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--smoke) smoke=1 ;;
+		--duration) duration=$2; shift ;;
+		--rounds) rounds=$2; shift ;;
+		--clients) clients=$2; shift ;;
+		--hot-clients) hot_clients=$2; shift ;;
+		--sync) sync_modes=$2; shift ;;
+		--sweep-keys) sweep_keys=$2; shift ;;
+		--storage-keys) storage_keys=$2; shift ;;
+		--out) out=$2; shift ;;
+		--callgrind) callgrind=1 ;;
+		--no-callgrind) callgrind=0 ;;
+		-h|--help) usage 0 ;;
+		*) echo "run.sh: unknown option $1" >&2; usage 2 ;;
+	esac
+	shift
+done
+
+if [ "$smoke" = 1 ]; then
+	duration=1
+	rounds=1
+	sync_modes="on"
+	replay_keys=10000
+	sweep_keys=20000
+	storage_keys=2000
+	callgrind=${callgrind:-0}
+fi
+callgrind=${callgrind:-1}
+
+PG_CONFIG=${PG_CONFIG:-pg_config}
+
+log()
+{
+	printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+fail()
+{
+	log "error: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------- packages
+need_pkgs=()
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v gnuplot >/dev/null || need_pkgs+=(gnuplot-nox)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v make >/dev/null && command -v gcc >/dev/null || need_pkgs+=(build-essential)
+[ -f /usr/include/hiredis/hiredis.h ] || need_pkgs+=(libhiredis-dev)
+[ -f /usr/include/postgresql/libpq-fe.h ] || need_pkgs+=(libpq-dev)
+[ "$callgrind" = 0 ] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ]; then
+		log "installing ${need_pkgs[*]}"
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+	else
+		fail "missing packages; run: sudo apt-get install ${need_pkgs[*]}"
+	fi
+fi
+
+command -v "$PG_CONFIG" >/dev/null || fail "pg_config not found (set PG_CONFIG)"
+bindir=$("$PG_CONFIG" --bindir)
+for prog in initdb pg_ctl postgres psql pgbench; do
+	[ -x "$bindir/$prog" ] || fail "$bindir/$prog is missing"
+done
+export PATH="$bindir:$PATH"
+
+# ---------------------------------------------------------------- workspace
+work=$(mktemp -d "${TMPDIR:-/tmp}/idem-bench.XXXXXX")
+chmod 755 "$work"
+pg_pid=""
+redis_pid=""
+
+if [ "$(id -u)" = 0 ]; then
+	runas=(runuser -u postgres --)
+else
+	runas=()
+fi
+
+cleanup()
+{
+	set +e
+	if [ -n "$pg_pid" ]; then
+		"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null 2>&1
+	fi
+	if [ -n "$redis_pid" ]; then
+		kill "$redis_pid" 2>/dev/null
+		wait "$redis_pid" 2>/dev/null
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A TCP port on loopback that nothing listens on
+free_port()
+{
+	local port
+	while :; do
+		port=$((20000 + RANDOM % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "$port"
+			return
+		fi
+	done
+}
+
+# ---------------------------------------------------------------- build
+log "building the extension with $PG_CONFIG"
+mkdir "$work/build"
+cp -r "$top/Makefile" "$top/idempotency.control" "$top/src" "$top/sql" "$work/build/"
+make -C "$work/build" -s PG_CONFIG="$PG_CONFIG" >"$work/build.log" 2>&1 ||
+	{ cat "$work/build.log" >&2; fail "build failed"; }
+make -C "$work/build" -s PG_CONFIG="$PG_CONFIG" install >>"$work/build.log" 2>&1 ||
+	{ cat "$work/build.log" >&2; fail "install failed (run as root, or use a PG_CONFIG you can write to)"; }
+
+gcc -O2 -Wall -o "$work/redis_client" "$here/redis_client.c" \
+	-I"$("$PG_CONFIG" --includedir)" -I/usr/include/postgresql -lpq -lhiredis -lpthread ||
+	fail "could not build redis_client"
+
+# ---------------------------------------------------------------- servers
+pgport=$(free_port)
+redis_port=$(free_port)
+[ "$redis_port" = "$pgport" ] && redis_port=$((pgport + 1))
+
+mkdir "$work/data" "$work/sock"
+[ "$(id -u)" = 0 ] && chown postgres: "$work/data" "$work/sock"
+"${runas[@]}" initdb -D "$work/data" -U postgres --auth=trust --no-locale -E UTF8 >"$work/initdb.log" 2>&1 ||
+	{ cat "$work/initdb.log" >&2; fail "initdb failed"; }
+cat >>"$work/data/postgresql.conf" <<EOF
+port = $pgport
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work/sock'
+shared_preload_libraries = 'idempotency'
+max_connections = 60
+shared_buffers = '512MB'
+max_wal_size = '8GB'
+checkpoint_timeout = '30min'
+# each run starts from the state the script prepared: no vacuum in between
+autovacuum = off
+EOF
+"${runas[@]}" pg_ctl -D "$work/data" -l "$work/data/server.log" -w start >/dev/null ||
+	{ cat "$work/data/server.log" >&2; fail "the cluster did not start"; }
+pg_pid=$(head -1 "$work/data/postmaster.pid")
+
+redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
+	--save '' --appendonly no --dir "$work" --logfile "$work/redis.log" &
+redis_pid=$!
+
+export PGHOST=127.0.0.1 PGPORT=$pgport PGUSER=postgres PGDATABASE=postgres
+conninfo="host=127.0.0.1 port=$pgport user=postgres dbname=postgres"
+
+for _ in $(seq 50); do
+	"$work/redis_client" -m load -p "$redis_port" -n 1 >/dev/null 2>&1 && break
+	sleep 0.1
+done
+
+psql -X -q -v ON_ERROR_STOP=1 -f "$here/sql/setup.sql" >/dev/null
+
+# ---------------------------------------------------------------- helpers
+if [ -z "$out" ]; then
+	if [ "$smoke" = 1 ]; then out="$here/out/smoke"; else out="$here/out/full"; fi
+fi
+mkdir -p "$out"
+raw="$out/raw.tsv"
+printf 'sync\tround\tscenario\tvariant\tclients\ttps\tp50_ms\tp99_ms\ttransactions\tnote\n' >"$raw"
+extra="$out/extra.tsv"
+printf 'sync\tkind\tname\tvalue\n' >"$extra"
+
+sql()
+{
+	psql -X -q -At -v ON_ERROR_STOP=1 "$@"
+}
+
+# Empty the tables that the write scenarios fill, and start from a checkpoint
+prep_write()
+{
+	sql -c "TRUNCATE orders, hand_keys, idem_keys" -c "CHECKPOINT"
+}
+
+# Load completed keys 1..replay_keys into idem_keys, hand_keys and Redis
+prep_replay()
+{
+	sql -c "TRUNCATE orders, hand_keys, idem_keys" \
+		-c "INSERT INTO idem_keys (scope, key, status, response, attempt, created_at, completed_at, expires_at)
+			SELECT '', i::text, 'completed', jsonb_build_object('order_id', i, 'status', 'created'), 1,
+				   now(), now(), now() + interval '1 day'
+			FROM generate_series(1, $replay_keys) i" \
+		-c "INSERT INTO hand_keys (key, response)
+			SELECT i::text, jsonb_build_object('order_id', i, 'status', 'created')
+			FROM generate_series(1, $replay_keys) i" \
+		-c "VACUUM ANALYZE" -c "CHECKPOINT"
+	"$work/redis_client" -m load -p "$redis_port" -n "$replay_keys" >/dev/null
+}
+
+# Run one pgbench script; append a line to raw.tsv
+#   run_pgbench SYNC ROUND SCENARIO VARIANT CLIENTS SCRIPT
+run_pgbench()
+{
+	local sync=$1 round=$2 scenario=$3 variant=$4 nclients=$5 script=$6
+	local dir="$work/run" tps stats note=""
+
+	rm -rf "$dir"
+	mkdir "$dir"
+	if ! (cd "$dir" && pgbench -n -M prepared -c "$nclients" -j 2 -T "$duration" \
+		-D nkeys="$replay_keys" -l --log-prefix="$dir/log" \
+		-f "$here/scripts/$script.sql" >"$dir/out" 2>"$dir/err"); then
+		cat "$dir/out" "$dir/err" >&2
+		fail "pgbench $script failed"
+	fi
+	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$dir/out")
+	stats=$(cat "$dir"/log* | python3 "$here/report.py" latency 3)
+	if [ "$scenario" = hot ]; then
+		note=$(sql -c "SELECT 'orders=' || count(*) || ' duplicates=' || (count(*) - count(DISTINCT idem_key)) FROM orders")
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sync" "$round" "$scenario" "$variant" \
+		"$nclients" "$tps" "$stats" "$note" >>"$raw"
+	log "  $scenario/$variant: $tps tps, p50/p99/n $stats $note"
+}
+
+# Run the Redis client; append a line to raw.tsv
+#   run_redis SYNC ROUND SCENARIO MODE
+run_redis()
+{
+	local sync=$1 round=$2 scenario=$3 mode=$4
+	local dir="$work/run" tps stats
+
+	rm -rf "$dir"
+	mkdir "$dir"
+	"$work/redis_client" -m "$mode" -c "$clients" -T "$duration" -d "$conninfo" \
+		-p "$redis_port" -n "$replay_keys" -l "$dir/log" >"$dir/out" ||
+		fail "redis_client $mode failed"
+	tps=$(sed -n 's/^tps \(.*\)$/\1/p' "$dir/out")
+	stats=$(python3 "$here/report.py" latency 1 <"$dir/log")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sync" "$round" "$scenario" redis \
+		"$clients" "$tps" "$stats" "not transactional" >>"$raw"
+	log "  $scenario/redis: $tps tps, p50/p99/n $stats"
+}
+
+# The variants of a scenario in the order of this round (rotated each round)
+rotate()
+{
+	local round=$1
+	shift
+	local n=$# i
+	local items=("$@")
+	for ((i = 0; i < n; i++)); do
+		echo "${items[$(((i + round) % n))]}"
+	done
+}
+
+# Run one variant of a scenario
+run_variant()
+{
+	local sync=$1 round=$2 scenario=$3 variant=$4 nclients=$clients
+
+	case "$scenario" in
+		new|nocomplete) prep_write ;;
+		hot) prep_write; nclients=$hot_clients ;;
+	esac
+	if [ "$variant" = redis ]; then
+		sql -c "CHECKPOINT"
+		run_redis "$sync" "$round" "$scenario" "$scenario"
+	else
+		run_pgbench "$sync" "$round" "$scenario" "$variant" "$nclients" "${scenario}_${variant}"
+	fi
+}
+
+# ---------------------------------------------------------------- sweep
+# Load sweep_keys expired keys into idem_keys (and hand_keys with "both")
+load_expired()
+{
+	log "  sweep: loading $sweep_keys expired keys"
+	sql -c "TRUNCATE orders, idem_keys" \
+		-c "INSERT INTO idem_keys (scope, key, status, response, attempt, created_at, completed_at, expires_at)
+			SELECT '', 'old' || i, 'completed', jsonb_build_object('order_id', i, 'status', 'created'), 1,
+				   now() - interval '2 days', now() - interval '2 days',
+				   now() - interval '1 day' + i * interval '1 millisecond'
+			FROM generate_series(1, $sweep_keys) i"
+	if [ "$1" = both ]; then
+		sql -c "TRUNCATE hand_keys" \
+			-c "INSERT INTO hand_keys (key, response, created_at)
+				SELECT 'old' || i, jsonb_build_object('order_id', i, 'status', 'created'),
+					   now() - interval '2 days' + i * interval '1 millisecond'
+				FROM generate_series(1, $sweep_keys) i"
+	fi
+	sql -c "VACUUM ANALYZE" -c "CHECKPOINT"
+}
+
+# Sweep every expired key of idem_keys in batches, one transaction each, with
+# a pause of PAUSE_MS between batches; prints "keys seconds"
+sweep_all()
+{
+	local pause_ms=$1 t0 t1 swept
+	t0=$(date +%s.%N)
+	swept=$(sql -c "DO \$\$
+		DECLARE n bigint; total bigint := 0;
+		BEGIN
+			LOOP
+				n := idem_sweep($sweep_batch);
+				total := total + n;
+				COMMIT;
+				EXIT WHEN n < $sweep_batch;
+				IF $pause_ms > 0 THEN PERFORM pg_sleep($pause_ms / 1000.0); END IF;
+			END LOOP;
+			RAISE NOTICE 'swept %', total;
+		END \$\$" 2>&1 | sed -n 's/.*swept \([0-9]*\).*/\1/p')
+	t1=$(date +%s.%N)
+	echo "$swept $t0 $t1"
+}
+
+# Sweep beside new-key transactions: one pgbench run, long enough to cover the
+# sweep (SECONDS), that starts a second before it; prints "keys t0 t1<TAB>tps
+# p50 p99 n" of the transactions that ended during the sweep
+sweep_beside_claims()
+{
+	local pause_ms=$1 seconds=$2 dir="$work/sweep/with$1" result stats pgb
+	mkdir -p "$dir"
+	(cd "$dir" && exec pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -l \
+		--log-prefix="$dir/log" -f "$here/scripts/new_ext.sql" >"$dir/out" 2>&1) &
+	pgb=$!
+	sleep 1
+	result=$(sweep_all "$pause_ms")
+	wait "$pgb" || { cat "$dir/out" >&2; fail "pgbench beside the sweep failed"; }
+	set -- $result
+	stats=$(cat "$dir"/log* | python3 "$here/report.py" window "$2" "$3")
+	printf '%s\t%s\n' "$result" "$stats"
+}
+
+# Expiry: idem_sweep() beside new-key transactions (without and with a pause
+# between batches) and alone, and a hand-written batched DELETE alone
+run_sweep()
+{
+	local sync=$1 base beside alone paused hand
+	rm -rf "$work/sweep"
+	mkdir -p "$work/sweep/base"
+
+	# claims alone; like beside the sweep, the first second is left out
+	load_expired both
+	(cd "$work/sweep/base" && pgbench -n -M prepared -c "$clients" -j 2 -T $((duration + 1)) -l \
+		--log-prefix="$work/sweep/base/log" -f "$here/scripts/new_ext.sql" >"$work/sweep/base/out" 2>&1) ||
+		{ cat "$work/sweep/base/out" >&2; fail "pgbench failed"; }
+	base=$(cat "$work"/sweep/base/log* | python3 "$here/report.py" window skip1 0)
+
+	# the hand-written equivalent, alone: a batched DELETE through the created_at index
+	local h0 h1 hswept
+	h0=$(date +%s.%N)
+	hswept=$(sql -c "DO \$\$
+		DECLARE n bigint; total bigint := 0;
+		BEGIN
+			LOOP
+				DELETE FROM hand_keys WHERE key IN
+					(SELECT key FROM hand_keys WHERE created_at < now() - interval '1 day'
+					 ORDER BY created_at LIMIT $sweep_batch);
+				GET DIAGNOSTICS n = ROW_COUNT;
+				total := total + n;
+				COMMIT;
+				EXIT WHEN n < $sweep_batch;
+			END LOOP;
+			RAISE NOTICE 'swept %', total;
+		END \$\$" 2>&1 | sed -n 's/.*swept \([0-9]*\).*/\1/p')
+	h1=$(date +%s.%N)
+	hand="$hswept $h0 $h1"
+
+	load_expired ext
+	alone=$(sweep_all 0)
+	# beside claims the sweep is slower: give pgbench time enough
+	local took
+	took=$(echo "$alone" | awk '{ print $3 - $2 }')
+
+	load_expired ext
+	beside=$(sweep_beside_claims 0 "$(awk -v t="$took" 'BEGIN { printf "%d", 3 + 8 * t }')")
+
+	load_expired ext
+	paused=$(sweep_beside_claims "$sweep_pause_ms" "$(awk -v t="$took" 'BEGIN { printf "%d", 3 + 12 * t }')")
+
+	python3 - "$sync" "$sweep_batch" "$sweep_pause_ms" "$base" "$beside" "$alone" "$paused" "$hand" >>"$extra" <<'EOF'
+import sys
+sync, batch, pause, base, beside, alone, paused, hand = sys.argv[1:]
+def rate(text):
+    keys, t0, t1 = text.split()[:3]
+    return int(keys), float(t1) - float(t0)
+out = [('batch', batch), ('pause_ms', pause)]
+b = base.split('\t')
+out += [('base_tps', b[0]), ('base_p50_ms', b[1]), ('base_p99_ms', b[2])]
+for name, text in (('beside', beside), ('paused', paused)):
+    sweep, stats = text.split('\t', 1)
+    keys, secs = rate(sweep)
+    s = stats.split('\t')
+    out += [(name + '_keys', keys), (name + '_seconds', f'{secs:.3f}'),
+            (name + '_keys_per_s', f'{keys / secs:.0f}'),
+            (name + '_tps', s[0]), (name + '_p50_ms', s[1]), (name + '_p99_ms', s[2])]
+for name, text in (('alone', alone), ('hand', hand)):
+    keys, secs = rate(text)
+    out += [(name + '_keys', keys), (name + '_keys_per_s', f'{keys / secs:.0f}')]
+for k, v in out:
+    print(f"{sync}\tsweep\t{k}\t{v}")
+EOF
+	log "  sweep: claims alone (tps p50 p99 n) $base"
+	log "  sweep: beside claims (keys t0 t1, tps p50 p99 n) $beside"
+	log "  sweep: with ${sweep_pause_ms} ms pauses beside claims $paused"
+	log "  sweep: alone $alone; hand-written DELETE alone $hand"
+}
+
+# ---------------------------------------------------------------- storage
+# Bytes per key after storage_keys new-key transactions and VACUUM
+run_storage()
+{
+	local sync=$1 variant table per
+	per=$(( (storage_keys + clients - 1) / clients ))
+	for variant in ext hand; do
+		table=idem_keys
+		[ "$variant" = hand ] && table=hand_keys
+		prep_write
+		pgbench -n -M prepared -c "$clients" -j 2 -t "$per" -f "$here/scripts/new_$variant.sql" \
+			>"$work/storage.out" 2>&1 || { cat "$work/storage.out" >&2; fail "pgbench failed"; }
+		sql -c "VACUUM $table"
+		sql -F $'\t' -c "SELECT '$sync', 'storage', '$variant:' || m.name, m.value FROM (
+			SELECT count(*) AS n,
+				   pg_total_relation_size('$table') AS total,
+				   pg_relation_size('$table') AS heap,
+				   pg_indexes_size('$table') AS indexes
+			FROM $table) s,
+			LATERAL (VALUES ('keys', s.n::numeric), ('total_bytes', s.total),
+							('bytes_per_key', round(s.total::numeric / s.n, 1)),
+							('heap_bytes_per_key', round(s.heap::numeric / s.n, 1)),
+							('index_bytes_per_key', round(s.indexes::numeric / s.n, 1))) m(name, value)" >>"$extra"
+		sql -c "VACUUM FULL $table"
+		sql -F $'\t' -c "SELECT '$sync', 'storage', '$variant:compact_bytes_per_key',
+			round(pg_total_relation_size('$table')::numeric / count(*), 1) FROM $table" >>"$extra"
+	done
+	log "  storage: $(grep -P '\tstorage\t.*:bytes_per_key' "$extra" | tail -2 | cut -f3,4 | tr '\n\t' ' =')"
+}
+
+# ---------------------------------------------------------------- callgrind
+# Instructions that the server backend executes per transaction, counted by
+# callgrind with one client: unlike throughput, this does not depend on what
+# else the machine is doing.  Each script runs n1 and then n2 transactions in
+# a new connection; the difference, divided by n2 - n1, leaves out the
+# connection's start.
+cg_count()
+{
+	local script=$1 n=$2 before f v best done
+	sleep 1
+	before=$(ls "$work/cg")
+	pgbench -n -M prepared -c 1 -t "$n" -D nkeys="$replay_keys" \
+		-f "$here/scripts/$script.sql" >"$work/cg.out" 2>&1 ||
+		{ cat "$work/cg.out" >&2; fail "pgbench $script under callgrind failed"; }
+	# pgbench's set-up connection and its client connection each leave a
+	# profile when their backend exits: wait for both, keep the larger
+	for _ in $(seq 300); do
+		best=0
+		done=0
+		for f in $(comm -13 <(echo "$before") <(ls "$work/cg")); do
+			v=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$work/cg/$f")
+			[ -n "$v" ] || continue
+			done=$((done + 1))
+			if [ "$v" -gt "$best" ]; then best=$v; fi
+		done
+		if [ "$done" -ge 2 ]; then break; fi
+		sleep 0.2
+	done
+	echo "$best"
+}
+
+run_callgrind()
+{
+	local item scenario variant n1 n2 ir1 ir2
+	log "callgrind: server instructions per transaction, 1 client"
+	"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null
+	pg_pid=""
+	mkdir "$work/cg"
+	if [ "$(id -u)" = 0 ]; then chown postgres: "$work/cg"; fi
+	"${runas[@]}" valgrind --tool=callgrind --trace-children=yes \
+		--callgrind-out-file="$work/cg/cg.%p" \
+		"$bindir/postgres" -D "$work/data" >"$work/valgrind.log" 2>&1 &
+	pg_pid=$!
+	for _ in $(seq 300); do
+		psql -X -q -c "SELECT 1" >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	export PGOPTIONS="-c synchronous_commit=off"
+	for item in new:ext:200:1200 new:hand:200:1200 new:plpgsql:200:1200 new:floor:200:1200 \
+		nocomplete:ext:200:1200 nocomplete:hand:200:1200 \
+		replay:ext:500:2500 replay:pk:500:2500 replay:hand:500:2500 replay:plpgsql:500:2500; do
+		IFS=: read -r scenario variant n1 n2 <<<"$item"
+		case "$scenario" in
+			new|nocomplete) prep_write ;;
+			replay) if [ "$variant" = ext ]; then prep_replay; fi ;;
+		esac
+		ir1=$(cg_count "${scenario}_$variant" "$n1")
+		ir2=$(cg_count "${scenario}_$variant" "$n2")
+		printf 'all\tcallgrind\t%s:%s\t%s\n' "$scenario" "$variant" \
+			$(( (ir2 - ir1) / (n2 - n1) )) >>"$extra"
+		log "  $scenario/$variant: $(( (ir2 - ir1) / (n2 - n1) )) instructions per transaction"
+	done
+}
+
+# ---------------------------------------------------------------- run
+{
+	echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "postgres: $(postgres --version)"
+	echo "pgbench: $(pgbench --version)"
+	echo "redis: $(redis-server --version | cut -d' ' -f1-3)"
+	echo "settings: duration ${duration}s, rounds $rounds, clients $clients, hot clients $hot_clients,"
+	echo "  replay keys $replay_keys, sweep keys $sweep_keys (batches of $sweep_batch), storage keys $storage_keys"
+	echo "  callgrind $callgrind"
+} >"$out/environment.txt"
+cat "$out/environment.txt" >&2
+
+for sync in $sync_modes; do
+	export PGOPTIONS="-c synchronous_commit=$sync"
+	log "synchronous_commit = $sync"
+	for round in $(seq 1 "$rounds"); do
+		log " round $round of $rounds"
+		for variant in $(rotate "$round" ext hand plpgsql redis floor); do
+			run_variant "$sync" "$round" new "$variant"
+		done
+		for variant in $(rotate "$round" ext hand redis); do
+			run_variant "$sync" "$round" nocomplete "$variant"
+		done
+		prep_replay
+		for variant in $(rotate "$round" ext pk hand plpgsql redis); do
+			run_variant "$sync" "$round" replay "$variant"
+		done
+		for variant in $(rotate "$round" ext hand plpgsql); do
+			run_variant "$sync" "$round" hot "$variant"
+		done
+	done
+	run_sweep "$sync"
+	run_storage "$sync"
+done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/environment.txt"
+if [ "$callgrind" = 1 ]; then run_callgrind; fi
+
+# ---------------------------------------------------------------- report
+python3 "$here/report.py" report "$out" "$clients" "$hot_clients" "$hot_keys"
+if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ]; then
+	cp "$out/results.md" "$here/results.md"
+	cp "$out/results.png" "$here/results.png"
+	log "wrote $here/results.md and $here/results.png"
+else
+	log "results in $out (not copied over the committed results)"
+fi

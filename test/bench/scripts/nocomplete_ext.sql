@@ -1,0 +1,7 @@
+-- new key without idem_complete: the claim is completed (NULL response) at commit
+\set k random(1, 9223372036854775806)
+\set c random(1, 100000)
+BEGIN;
+SELECT outcome FROM idem_claim(key => :k);
+INSERT INTO orders (customer_id, amount, idem_key) VALUES (:c, 42.50, :k) RETURNING id;
+END;

@@ -1,0 +1,7 @@
+-- new key, hand-written SQL that keeps no response: insert the key, business write
+\set k random(1, 9223372036854775806)
+\set c random(1, 100000)
+BEGIN;
+INSERT INTO hand_keys (key) VALUES (:k) ON CONFLICT DO NOTHING RETURNING 1 AS claimed;
+INSERT INTO orders (customer_id, amount, idem_key) VALUES (:c, 42.50, :k) RETURNING id;
+END;
