@@ -22,3 +22,9 @@ SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull
 SELECT indexrelid::regclass, indisprimary,
        pg_get_indexdef(indexrelid) AS definition
   FROM pg_index WHERE indrelid = 'idem_keys'::regclass ORDER BY 1;
+
+-- the columns of idem_claim()'s row
+SELECT attname, format_type(atttypid, atttypmod) AS type
+  FROM pg_attribute
+ WHERE attrelid = 'idem_claim_result'::regclass AND attnum > 0
+ ORDER BY attnum;
