@@ -56,7 +56,10 @@ SAVEPOINT s1;
 SELECT outcome FROM idem_claim('order-7');
 SELECT idem_complete('order-6', '{"in": "savepoint"}');
 ROLLBACK TO SAVEPOINT s1;
-SELECT key, status, response FROM idem_keys WHERE key IN ('order-6', 'order-7') ORDER BY key;
+SELECT key, status, response FROM idem_lookup('order-6');
+SELECT count(*) FROM idem_lookup('order-7');
+-- a new key's row is written to the table when its transaction commits
+SELECT count(*) FROM idem_keys WHERE key IN ('order-6', 'order-7');
 COMMIT;
 -- order-6 was completed at commit with a NULL response; order-7 never existed
 SELECT key, status, response FROM idem_keys WHERE key IN ('order-6', 'order-7') ORDER BY key;

@@ -97,7 +97,7 @@ CREATE FUNCTION @extschema@.idem_lookup(
 	scope text DEFAULT '')
 RETURNS SETOF @extschema@.idem_keys
 AS 'MODULE_PATHNAME', 'idem_lookup'
-LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1;
 
 CREATE FUNCTION @extschema@.idem_forget(
 	key text,

@@ -47,3 +47,26 @@ UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second',
                      locked_until = statement_timestamp() - interval '1 second'
  WHERE key = 'r-5';
 SELECT idem_release('r-5', attempt => 1);
+
+-- a release inside a rolled-back savepoint is undone
+BEGIN;
+SELECT outcome FROM idem_claim('r-6');
+SAVEPOINT s;
+SELECT idem_release('r-6');
+SELECT count(*) FROM idem_lookup('r-6');
+ROLLBACK TO SAVEPOINT s;
+SELECT status FROM idem_lookup('r-6');
+-- released and claimed again in one transaction: one row, the second claim's
+SELECT idem_release('r-6');
+SELECT outcome, attempt FROM idem_claim('r-6');
+SELECT idem_complete('r-6', '"second"');
+COMMIT;
+SELECT outcome, response FROM idem_claim('r-6');
+SELECT count(*) FROM idem_keys WHERE key = 'r-6';
+
+-- a claim released in its transaction leaves nothing at commit
+BEGIN;
+SELECT outcome FROM idem_claim('r-7');
+SELECT idem_forget('r-7');
+COMMIT;
+SELECT count(*) FROM idem_keys WHERE key = 'r-7';

@@ -37,13 +37,17 @@ SELECT outcome FROM idem_claim('w-2', lease => '1 hour');
 SELECT outcome FROM idem_claim('w-2');
 SELECT wal_records($$SELECT * FROM idem_claim('w-2')$$) AS in_progress_wal_records;
 
--- for contrast: a claim writes, and holds the key's lock in the extension's lock space
-SELECT wal_records($$SELECT * FROM idem_claim('w-3')$$) > 0 AS claim_writes_wal;
+-- for contrast: a leased claim is written at once, and the measure sees it
+SELECT wal_records($$SELECT * FROM idem_claim('w-3', lease => '1 minute')$$) > 0 AS leased_claim_writes_wal;
+
+-- a new transactional claim holds the key's lock in the extension's lock
+-- space, and writes its row only when its transaction commits
 BEGIN;
 SELECT outcome FROM idem_claim('w-4');
-SELECT pg_current_xact_id_if_assigned() IS NOT NULL AS xid_assigned;
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_xid_before_commit;
 SELECT locktype, mode, granted, objsubid FROM pg_locks
  WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 COMMIT;
+SELECT status, xmin <> '0'::xid AS written FROM idem_keys WHERE key = 'w-4';
 
 DROP FUNCTION wal_records(text);

@@ -55,8 +55,9 @@ SELECT outcome FROM idem_claim('st-6', lease => '1 hour');
 SELECT outcome FROM idem_claim('st-7');
 UPDATE idem_keys SET expires_at = now() - interval '1 second' WHERE key = 'st-7';
 SELECT keys_in_progress, keys_completed, keys_expired FROM idem_stats;
--- the counts are a snapshot like any query's: a transaction sees its own
--- uncommitted claims, other sessions do not
+-- the counts are of the table's rows as the query's snapshot sees them: a
+-- new key's row is written when its transaction commits, so an open claim of
+-- a new key is not counted yet
 BEGIN;
 SELECT outcome FROM idem_claim('st-8');
 SELECT keys_in_progress FROM idem_stats;

@@ -273,6 +273,10 @@ idem_claim(PG_FUNCTION_ARGS)
 			expires_at = locked_until;
 	}
 
+	/* a key this transaction claimed and will write at commit */
+	if (idem_deferred_row(scope, key, &row))
+		PG_RETURN_DATUM(answer_read(decide(&row, true, fingerprint, now), &row));
+
 	rel = idem_keys_open(RowExclusiveLock);
 	idem_keys_lookup_begin(&lookup, rel, scope, key, SnapshotSelf);
 
@@ -306,6 +310,19 @@ idem_claim(PG_FUNCTION_ARGS)
 		if (decision != DECIDE_CLAIMED)
 			idem_unlock_key(scope, key);
 		result = answer_read(decision, &row);
+		table_close(rel, RowExclusiveLock);
+		PG_RETURN_DATUM(result);
+	}
+
+	/*
+	 * A transactional claim of a key that has no row: the lock we hold keeps
+	 * everybody out until we end, so the row need only exist at commit.
+	 */
+	if (!found && lease == NULL)
+	{
+		idem_deferred_claim(scope, key, fingerprint, now, expires_at);
+		idem_deferred_row(scope, key, &row);
+		result = answer(IDEM_OUTCOME_CLAIMED, &row, false);
 		table_close(rel, RowExclusiveLock);
 		PG_RETURN_DATUM(result);
 	}

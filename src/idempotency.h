@@ -8,6 +8,7 @@
 #include "access/attnum.h"
 #include "access/skey.h"
 #include "access/tableam.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
@@ -87,6 +88,7 @@ typedef struct IdemRow
 {
 	ItemPointerData tid;
 	bool		own;			/* this version was written by our transaction */
+	bool		deferred;		/* a claim of ours not written yet (pending.c) */
 	Datum		values[IDEM_NUM_COLUMNS];
 	bool		isnull[IDEM_NUM_COLUMNS];
 	Datum	   *all_values;
@@ -142,6 +144,12 @@ extern void idem_pending_add(text *scope, text *key, ItemPointer tid);
 extern void idem_pending_completed(text *scope, text *key, ItemPointer tid);
 extern bool idem_pending_fetch(Relation rel, text *scope, text *key,
 							   IdemRow *row);
+extern void idem_deferred_claim(text *scope, text *key, text *fingerprint,
+								TimestampTz created_at, TimestampTz expires_at);
+extern bool idem_deferred_row(text *scope, text *key, IdemRow *row);
+extern void idem_deferred_complete(text *scope, text *key, Jsonb *response,
+								   TimestampTz now);
+extern void idem_deferred_drop(text *scope, text *key);
 
 /*
  * Expiry (sweep.c)

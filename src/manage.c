@@ -135,6 +135,18 @@ idem_complete(PG_FUNCTION_ARGS)
 	}
 
 	idem_prevent_write("idem_complete()");
+
+	/* a claim that will be written at commit is completed in memory */
+	if (idem_deferred_row(scope, key, &row))
+	{
+		check_in_progress(&row, true, key, now);
+		check_owner(&row, key, fcinfo, 3);
+		idem_deferred_complete(scope, key,
+							   PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1), now);
+		idem_count(IDEM_COUNT_COMPLETIONS, 1);
+		PG_RETURN_VOID();
+	}
+
 	rel = idem_keys_open(RowExclusiveLock);
 	/* a key this transaction claimed is read where the claim wrote it */
 	idem_lock_key(scope, key, true);
@@ -177,7 +189,8 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 
 	idem_prevent_write("idem_checkpoint()");
 	rel = idem_keys_open(RowExclusiveLock);
-	found = fetch_locked(rel, scope, key, &row);
+	found = idem_deferred_row(scope, key, &row) ||
+		fetch_locked(rel, scope, key, &row);
 	check_in_progress(&row, found, key, now);
 	if (row.isnull[IDEM_COL_LEASE])
 		ereport(ERROR,
@@ -222,6 +235,17 @@ idem_release(PG_FUNCTION_ARGS)
 	bool		released = false;
 
 	idem_prevent_write("idem_release()");
+
+	/* a claim that would be written at commit is simply not written */
+	if (idem_deferred_row(scope, key, &row))
+	{
+		check_in_progress(&row, true, key, now);
+		check_owner(&row, key, fcinfo, 2);
+		idem_deferred_drop(scope, key);
+		idem_count(IDEM_COUNT_RELEASES, 1);
+		PG_RETURN_BOOL(true);
+	}
+
 	rel = idem_keys_open(RowExclusiveLock);
 	found = fetch_locked(rel, scope, key, &row);
 	if (found && idem_row_live(&row, now))
@@ -263,6 +287,12 @@ idem_forget(PG_FUNCTION_ARGS)
 	bool		deleted = false;
 
 	idem_prevent_write("idem_forget()");
+	if (idem_deferred_row(scope, key, &row))
+	{
+		idem_deferred_drop(scope, key);
+		PG_RETURN_BOOL(true);
+	}
+
 	rel = idem_keys_open(RowExclusiveLock);
 	if (fetch_locked(rel, scope, key, &row))
 		deleted = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
@@ -276,6 +306,8 @@ idem_forget(PG_FUNCTION_ARGS)
 /*
  * idem_lookup(key, scope): the live row of a key, or no row.  It reads with
  * the statement's snapshot and takes no lock, so it works on a hot standby.
+ * A claim of this transaction that is written at commit is shown as it
+ * stands.
  */
 Datum
 idem_lookup(PG_FUNCTION_ARGS)
@@ -289,7 +321,10 @@ idem_lookup(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	rel = idem_keys_open(AccessShareLock);
-	if (idem_keys_fetch(rel, scope, key, GetActiveSnapshot(), &row) &&
+	if (idem_deferred_row(scope, key, &row))
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+							 row.all_values, row.all_isnull);
+	else if (idem_keys_fetch(rel, scope, key, GetActiveSnapshot(), &row) &&
 		idem_row_live(&row, GetCurrentStatementStartTimestamp()))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
 							 row.all_values, row.all_isnull);

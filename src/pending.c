@@ -1,32 +1,39 @@
 /*
  * pending.c
- *		Completion at commit of transactional claims.
+ *		Transactional claims, completed when their transaction commits.
  *
  * A transactional claim (no lease) that is still in progress when its
  * transaction commits is completed with a NULL response: the caller's writes
- * did happen.  Claims remember their keys here; just before commit (or
- * PREPARE TRANSACTION) each key is read again, and completed if its row is
- * still ours and in progress.  Reading again, rather than trusting the list,
- * keeps savepoint rollbacks, releases and explicit completions right.
+ * did happen.
  *
- * A key that idem_complete() completed needs no second look, which spares
- * the usual claim, write, complete transaction an index look-up and a
- * snapshot at commit.  The mark remembers the subtransaction that completed
- * the key, and is dropped if that subtransaction (or one around it) rolls
- * back, or if the key is claimed again.
+ * A claim of a key that has no row at all is not written when it is made.
+ * The key's lock, held to the end of the transaction, is what keeps every
+ * other caller out; the row only has to exist once the transaction commits.
+ * Such a "deferred" claim lives here, with the response idem_complete()
+ * gives it, and its row is inserted once, completed, just before commit (or
+ * PREPARE TRANSACTION).  The usual claim, write, complete transaction thus
+ * writes one row version instead of an insert and an update, and a claim
+ * that rolls back writes nothing at all.  Until the commit, the claiming
+ * transaction sees the key through the functions (idem_lookup() included),
+ * not in the table.
  *
- * Each entry also remembers where the last version of the row that this
- * transaction wrote is, so that idem_complete() and the commit read it
- * there rather than through the index.  That is only a hint: the version is
- * used if SnapshotSelf still sees it and it holds the key, and the index is
- * searched otherwise.  It is forgotten when the subtransaction that wrote it
- * rolls back, so that its page is known to exist whenever it is used.
+ * A claim that had to change an existing row (replacing an expired key,
+ * taking over a lease) writes it at once.  Such a key is read again at
+ * commit and completed if its row is still ours and in progress; the entry
+ * remembers where the transaction last wrote the row, to read it there
+ * rather than through the index.  A key that idem_complete() completed needs
+ * no second look.
+ *
+ * Every change is stamped with the subtransaction that made it, and undone
+ * when that subtransaction (or one around it) rolls back, as the row would
+ * have been.
  */
 #include "postgres.h"
 
 #include "access/table.h"
 #include "access/xact.h"
 #include "nodes/pg_list.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -37,8 +44,20 @@ typedef struct PendingKey
 {
 	text	   *scope;
 	text	   *key;
+	bool		deferred;		/* the row is inserted at commit */
 	SubTransactionId completed_in;	/* idem_complete() completed it here, or
 									 * InvalidSubTransactionId */
+
+	/* a deferred claim: the row to insert */
+	SubTransactionId claimed_in;	/* claimed here; Invalid once rolled back */
+	SubTransactionId released_in;	/* released or forgotten here, or Invalid */
+	text	   *fingerprint;	/* or NULL */
+	TimestampTz created_at;
+	TimestampTz expires_at;
+	Jsonb	   *response;		/* what idem_complete() stored, or NULL */
+	TimestampTz completed_at;
+
+	/* a claim that wrote its row: where, as a hint */
 	ItemPointerData tid;		/* last version this transaction wrote */
 	SubTransactionId tid_in;	/* written here, or InvalidSubTransactionId */
 } PendingKey;
@@ -54,9 +73,24 @@ text_equal(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
-/* The entry of a key, or NULL */
+/* Copy a text into TopTransactionContext */
+static text *
+text_copy(text *t)
+{
+	return (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(t));
+}
+
+/* Is this entry a deferred claim that still stands? */
+static bool
+deferred_active(PendingKey *pk)
+{
+	return pk->deferred && pk->claimed_in != InvalidSubTransactionId &&
+		pk->released_in == InvalidSubTransactionId;
+}
+
+/* The entry of a claim that wrote its row, or NULL */
 static PendingKey *
-pending_find(text *scope, text *key)
+pending_find_written(text *scope, text *key)
 {
 	ListCell   *lc;
 
@@ -64,10 +98,42 @@ pending_find(text *scope, text *key)
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
 
-		if (text_equal(pk->key, key) && text_equal(pk->scope, scope))
+		if (!pk->deferred && text_equal(pk->key, key) && text_equal(pk->scope, scope))
 			return pk;
 	}
 	return NULL;
+}
+
+/* The deferred claim of a key that still stands, or NULL */
+static PendingKey *
+pending_find_deferred(text *scope, text *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_keys)
+	{
+		PendingKey *pk = (PendingKey *) lfirst(lc);
+
+		if (deferred_active(pk) && text_equal(pk->key, key) &&
+			text_equal(pk->scope, scope))
+			return pk;
+	}
+	return NULL;
+}
+
+/* A new entry, in TopTransactionContext */
+static PendingKey *
+pending_new(text *scope, text *key, bool deferred)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	PendingKey *pk = palloc0(sizeof(PendingKey));
+
+	pk->scope = text_copy(scope);
+	pk->key = text_copy(key);
+	pk->deferred = deferred;
+	pending_keys = lappend(pending_keys, pk);
+	MemoryContextSwitchTo(oldcxt);
+	return pk;
 }
 
 /* Remember where this transaction wrote the key's row last */
@@ -79,42 +145,29 @@ pending_set_tid(PendingKey *pk, ItemPointer tid)
 }
 
 /*
- * Remember a key that this transaction claimed without a lease, and the
- * version of its row that the claim wrote
+ * Remember a key that this transaction claimed without a lease by writing its
+ * row, and the version it wrote
  */
 void
 idem_pending_add(text *scope, text *key, ItemPointer tid)
 {
-	MemoryContext oldcxt;
-	PendingKey *pk;
+	PendingKey *pk = pending_find_written(scope, key);
 
-	pk = pending_find(scope, key);
-	if (pk != NULL)
-	{
-		/* claimed again: in progress again */
-		pk->completed_in = InvalidSubTransactionId;
-		pending_set_tid(pk, tid);
-		return;
-	}
-
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	pk = palloc(sizeof(PendingKey));
-	pk->scope = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(scope));
-	pk->key = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(key));
+	if (pk == NULL)
+		pk = pending_new(scope, key, false);
+	/* claimed again: in progress again */
 	pk->completed_in = InvalidSubTransactionId;
 	pending_set_tid(pk, tid);
-	pending_keys = lappend(pending_keys, pk);
-	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
- * Note that idem_complete() completed a key in the current subtransaction,
- * writing the version at tid
+ * Note that idem_complete() completed a written key in the current
+ * subtransaction, writing the version at tid
  */
 void
 idem_pending_completed(text *scope, text *key, ItemPointer tid)
 {
-	PendingKey *pk = pending_find(scope, key);
+	PendingKey *pk = pending_find_written(scope, key);
 
 	if (pk != NULL)
 	{
@@ -123,7 +176,7 @@ idem_pending_completed(text *scope, text *key, ItemPointer tid)
 	}
 }
 
-/* Read the key's row where this transaction wrote it last, if it is there */
+/* Read a written key's row where this transaction wrote it last, if it is there */
 static bool
 pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
 {
@@ -140,12 +193,108 @@ pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
 bool
 idem_pending_fetch(Relation rel, text *scope, text *key, IdemRow *row)
 {
-	PendingKey *pk = pending_find(scope, key);
+	PendingKey *pk = pending_find_written(scope, key);
 
 	return pk != NULL && pending_fetch_entry(rel, pk, row);
 }
 
-/* Complete every key that is still ours and in progress */
+/* Make a deferred claim of a key that has no row */
+void
+idem_deferred_claim(text *scope, text *key, text *fingerprint,
+					TimestampTz created_at, TimestampTz expires_at)
+{
+	PendingKey *pk = pending_new(scope, key, true);
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+
+	pk->claimed_in = GetCurrentSubTransactionId();
+	pk->fingerprint = fingerprint ? text_copy(fingerprint) : NULL;
+	pk->created_at = created_at;
+	pk->expires_at = expires_at;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Build the row of a deferred claim, as it stands now */
+static void
+deferred_row(PendingKey *pk, IdemRow *row)
+{
+	const IdemCatalog *cat = idem_catalog();
+	bool		completed = pk->completed_in != InvalidSubTransactionId;
+
+	idem_row_init(row, pk->scope, pk->key);
+	row->own = true;
+	row->deferred = true;
+	idem_row_set(row, IDEM_COL_STATUS,
+				 ObjectIdGetDatum(completed ? cat->status_completed : cat->status_in_progress),
+				 false);
+	idem_row_set(row, IDEM_COL_FINGERPRINT, PointerGetDatum(pk->fingerprint),
+				 pk->fingerprint == NULL);
+	idem_row_set(row, IDEM_COL_RESPONSE, PointerGetDatum(pk->response),
+				 !completed || pk->response == NULL);
+	idem_row_set(row, IDEM_COL_ATTEMPT, Int32GetDatum(1), false);
+	idem_row_set(row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(pk->created_at), false);
+	idem_row_set(row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(pk->completed_at),
+				 !completed);
+	idem_row_set(row, IDEM_COL_EXPIRES_AT, TimestampTzGetDatum(pk->expires_at), false);
+}
+
+/* The row of this transaction's deferred claim of a key, if there is one */
+bool
+idem_deferred_row(text *scope, text *key, IdemRow *row)
+{
+	PendingKey *pk;
+
+	if (pending_keys == NIL)
+		return false;
+	pk = pending_find_deferred(scope, key);
+	if (pk == NULL)
+		return false;
+	deferred_row(pk, row);
+	return true;
+}
+
+/* Complete a deferred claim with this response (NULL for none) */
+void
+idem_deferred_complete(text *scope, text *key, Jsonb *response, TimestampTz now)
+{
+	PendingKey *pk = pending_find_deferred(scope, key);
+	MemoryContext oldcxt;
+
+	Assert(pk != NULL);
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	pk->response = response ? (Jsonb *) PG_DETOAST_DATUM_COPY(PointerGetDatum(response)) : NULL;
+	MemoryContextSwitchTo(oldcxt);
+	pk->completed_at = now;
+	pk->completed_in = GetCurrentSubTransactionId();
+}
+
+/* Give up a deferred claim (idem_release(), idem_forget()) */
+void
+idem_deferred_drop(text *scope, text *key)
+{
+	PendingKey *pk = pending_find_deferred(scope, key);
+
+	Assert(pk != NULL);
+	pk->released_in = GetCurrentSubTransactionId();
+}
+
+/* Is there anything to write at commit? */
+static bool
+commit_has_work(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_keys)
+	{
+		PendingKey *pk = (PendingKey *) lfirst(lc);
+
+		if (pk->deferred ? deferred_active(pk) :
+			pk->completed_in == InvalidSubTransactionId)
+			return true;
+	}
+	return false;
+}
+
+/* Write the deferred claims, and complete the written keys still in progress */
 static void
 complete_pending(void)
 {
@@ -155,13 +304,7 @@ complete_pending(void)
 	ListCell   *lc;
 	int64		completed = 0;
 
-	/* nothing to do if idem_complete() completed every key */
-	foreach(lc, pending_keys)
-	{
-		if (((PendingKey *) lfirst(lc))->completed_in == InvalidSubTransactionId)
-			break;
-	}
-	if (lc == NULL)
+	if (!commit_has_work())
 		return;
 
 	/* the extension may have been dropped by this very transaction */
@@ -180,6 +323,22 @@ complete_pending(void)
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
 		IdemRow		row;
+
+		if (pk->deferred)
+		{
+			if (!deferred_active(pk))
+				continue;
+			if (pk->completed_in == InvalidSubTransactionId)
+			{
+				pk->completed_in = GetCurrentSubTransactionId();
+				pk->completed_at = now;
+				pk->response = NULL;
+				completed++;
+			}
+			deferred_row(pk, &row);
+			idem_keys_insert(rel, &row);
+			continue;
+		}
 
 		if (pk->completed_in != InvalidSubTransactionId)
 			continue;
@@ -200,7 +359,7 @@ complete_pending(void)
 	idem_count(IDEM_COUNT_COMPLETIONS, completed);
 }
 
-/* Transaction callback: complete before commit, forget at the end */
+/* Transaction callback: write before commit, forget at the end */
 static void
 pending_xact_callback(XactEvent event, void *arg)
 {
@@ -225,10 +384,10 @@ pending_xact_callback(XactEvent event, void *arg)
 }
 
 /*
- * Subtransaction callback: a rollback to a savepoint undoes the completions
- * and the row versions written since.  Subtransaction ids grow, and every subtransaction started
- * after this one is inside it, so those completions carry an id at least
- * this one's.
+ * Subtransaction callback: a rollback to a savepoint undoes the claims,
+ * completions, releases and row versions made since.  Subtransaction ids
+ * grow, and every subtransaction started after this one is inside it, so
+ * those changes carry an id at least this one's.
  */
 static void
 pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -242,9 +401,15 @@ pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
 
-		if (pk->completed_in != InvalidSubTransactionId &&
-			pk->completed_in >= mySubid)
+		if (pk->claimed_in != InvalidSubTransactionId && pk->claimed_in >= mySubid)
+			pk->claimed_in = InvalidSubTransactionId;
+		if (pk->released_in != InvalidSubTransactionId && pk->released_in >= mySubid)
+			pk->released_in = InvalidSubTransactionId;
+		if (pk->completed_in != InvalidSubTransactionId && pk->completed_in >= mySubid)
+		{
 			pk->completed_in = InvalidSubTransactionId;
+			pk->response = NULL;
+		}
 		if (pk->tid_in != InvalidSubTransactionId && pk->tid_in >= mySubid)
 			pk->tid_in = InvalidSubTransactionId;
 	}
