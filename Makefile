@@ -9,6 +9,7 @@ OBJS = \
 	src/catalog.o \
 	src/keylock.o \
 	src/keys.o \
+	src/args.o \
 	src/claim.o \
 	src/manage.o \
 	src/pending.o \

@@ -129,7 +129,7 @@ extern bool idem_lock_key(text *scope, text *key, bool wait);
 extern void idem_unlock_key(text *scope, text *key);
 
 /*
- * Arguments shared by the SQL functions (claim.c)
+ * Arguments shared by the SQL functions (args.c)
  */
 extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_scope_arg(FunctionCallInfo fcinfo, int argno);
