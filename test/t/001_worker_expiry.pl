@@ -111,11 +111,13 @@ for my $i (1 .. 3)
 pass('CREATE DATABASE from template1 works while the worker runs');
 
 # The sweeper shows in pg_stat_activity with its own backend_type while it
-# works: give it a backlog that takes several batches
+# works: give it a backlog of tens of thousands of batches, which keeps it
+# busy for whole rounds (a round is cut after one interval), so that the
+# poll below, every 0.1 s, cannot miss it
 $node->safe_psql('one', q{
 	INSERT INTO idem_keys (scope, key, status, attempt, created_at, completed_at, expires_at)
 	SELECT '', 'bulk-' || i, 'completed', 1, now(), now(), now() - interval '1 hour'
-	  FROM generate_series(1, 20000) AS i;
+	  FROM generate_series(1, 200000) AS i;
 });
 ok( $node->poll_query_until('postgres', q{
 	SELECT count(*) > 0 FROM pg_stat_activity
