@@ -132,6 +132,7 @@ database_list(MemoryContext cxt)
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tuple;
+	MemoryContext oldcxt;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -151,10 +152,13 @@ database_list(MemoryContext cxt)
 		if (database_is_invalid_form(db))
 			continue;
 #endif
-		target = MemoryContextAlloc(cxt, sizeof(SweepTarget));
+		/* the list too must outlive the transaction */
+		oldcxt = MemoryContextSwitchTo(cxt);
+		target = palloc(sizeof(SweepTarget));
 		target->oid = db->oid;
 		target->name = db->datname;
 		result = lappend(result, target);
+		MemoryContextSwitchTo(oldcxt);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
