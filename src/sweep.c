@@ -10,14 +10,27 @@
  * has just deleted waits for the sweep's transaction, so sweeps should be
  * short: the background worker commits every idempotency.sweep_batch_size
  * rows, and idem_sweep(max_rows) bounds a sweep run by hand.
+ *
+ * The index entries of deleted rows stay until VACUUM.  So that a run of
+ * batches (the worker's, or idem_sweep(n) called in a loop) does not walk
+ * again, in every batch, the entries that the batches before it deleted, a
+ * batch that deletes as many rows as it was asked for leaves a mark where it
+ * stopped, and the next batch of this backend starts there.
+ *
+ * A sweep is maintenance, and must not make claims wait for the CPU: every
+ * YIELD_KEYS keys it lets any process that is ready to run go first.  When
+ * no process is waiting, this costs one system call.
  */
 #include "postgres.h"
+
+#include <sched.h>
 
 #include "access/genam.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -30,6 +43,38 @@
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_sweep);
+
+/* Keys a sweep deletes between two offers of the CPU to other processes */
+#define YIELD_KEYS	32
+
+/*
+ * Where this backend's last full batch stopped: the expires_at of the last
+ * row it deleted, in the (sub)transaction xid.  Rows before it are deleted,
+ * or were skipped (leased, or busy in another transaction) and are left for
+ * the next run.  The mark is followed only once xid has committed, and a
+ * batch that finds fewer rows than it was asked for ends the run and clears
+ * it.  A wrong mark can only delay expiry, never delete a live key.
+ */
+static struct
+{
+	Oid			relid;
+	TransactionId xid;
+	TimestampTz expires_at;
+} resume;
+
+/* May this batch start at the mark that the previous batch left? */
+static bool
+resume_valid(Oid relid)
+{
+	if (resume.relid != relid || !TransactionIdIsValid(resume.xid))
+		return false;
+	if (TransactionIdIsCurrentTransactionId(resume.xid))
+		return true;
+	/* the commit log may no longer know a transaction that old */
+	if (TransactionIdPrecedes(resume.xid, ShmemVariableCache->oldestClogXid))
+		return false;
+	return TransactionIdDidCommit(resume.xid);
+}
 
 /* Is the slot's row under a lease that has not run out? */
 static bool
@@ -58,8 +103,10 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 	Relation	rel;
 	Relation	index;
 	IndexScanDesc scan;
-	ScanKeyData skey;
+	ScanKeyData skey[2];
+	int			nkeys = 1;
 	TupleTableSlot *slot;
+	TimestampTz last_expires = 0;
 	Snapshot	snapshot;
 	CommandId	cid;
 	int64		deleted = 0;
@@ -87,11 +134,14 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 
 	cid = GetCurrentCommandId(true);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	ScanKeyInit(&skey, 1, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+	ScanKeyInit(&skey[0], 1, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
 				TimestampTzGetDatum(now));
+	if (resume_valid(cat->keys_relid))
+		ScanKeyInit(&skey[nkeys++], 1, BTGreaterEqualStrategyNumber,
+					F_TIMESTAMPTZ_GE, TimestampTzGetDatum(resume.expires_at));
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &skey, 1, NULL, 0);
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, skey, nkeys, NULL, 0);
 
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
@@ -102,9 +152,27 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 		if (table_tuple_delete(rel, &slot->tts_tid, cid, snapshot,
 							   InvalidSnapshot, false, &tmfd, false) != TM_Ok)
 			continue;
-		if (++deleted == max_rows)
+		if (++deleted % YIELD_KEYS == 0)
+			sched_yield();
+		if (deleted == max_rows)
+		{
+			bool		isnull;
+
+			last_expires = DatumGetTimestampTz(slot_getattr(slot,
+															cat->attnum[IDEM_COL_EXPIRES_AT],
+															&isnull));
 			break;
+		}
 	}
+
+	if (max_rows > 0 && deleted == max_rows)
+	{
+		resume.relid = cat->keys_relid;
+		resume.xid = GetCurrentTransactionIdIfAny();
+		resume.expires_at = last_expires;
+	}
+	else
+		resume.relid = InvalidOid;	/* the run is over */
 
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
