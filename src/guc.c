@@ -14,6 +14,7 @@ int			idem_max_key_length = 255;
 int			idem_max_response_size = 1024 * 1024;
 int			idem_sweep_interval = 60;
 int			idem_sweep_batch_size = 1000;
+int			idem_sweep_rate_limit = 100000;
 int			idem_max_databases = 1000;
 
 /* Register every setting; called once from _PG_init */
@@ -70,6 +71,17 @@ idem_guc_init(void)
 							&idem_sweep_batch_size,
 							1000,
 							1,
+							INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idempotency.sweep_rate_limit",
+							"Most expired keys per second the background worker deletes in a database.",
+							"The worker waits between batches to stay under it.  0 means no limit.",
+							&idem_sweep_rate_limit,
+							100000,
+							0,
 							INT_MAX,
 							PGC_SIGHUP,
 							0,

@@ -21,6 +21,7 @@ extern int	idem_max_key_length;	/* characters */
 extern int	idem_max_response_size; /* bytes */
 extern int	idem_sweep_interval;	/* seconds */
 extern int	idem_sweep_batch_size;	/* rows */
+extern int	idem_sweep_rate_limit;	/* keys per second, 0 for none */
 extern int	idem_max_databases;		/* sweeper states kept for idem_stats */
 
 extern void idem_guc_init(void);

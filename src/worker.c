@@ -343,6 +343,32 @@ step_end(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Keep a run under idempotency.sweep_rate_limit: after a batch that started
+ * at batch_start and deleted n keys, wait until the next batch is due.  A run
+ * that fell behind catches up by one batch at most.
+ */
+static void
+pace_run(TimestampTz *due, TimestampTz batch_start, int64 n)
+{
+	TimestampTz now;
+	int64		step;
+
+	if (idem_sweep_rate_limit <= 0)
+		return;
+	step = n * USECS_PER_SEC / idem_sweep_rate_limit;
+	if (*due < batch_start - step)
+		*due = batch_start - step;
+	*due += step;
+	now = GetCurrentTimestamp();
+	if (*due <= now)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 TimestampDifferenceMilliseconds(now, *due),
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 /* Sweep the current database, and record the run */
 static void
 sweep_database(void)
@@ -352,6 +378,7 @@ sweep_database(void)
 	volatile int64 total = 0;
 	volatile bool installed = false;
 	volatile bool gave_way = false;
+	TimestampTz due = 0;
 	bool		failed = false;
 	char		error[SWEEPER_ERROR_LEN];
 
@@ -368,6 +395,7 @@ sweep_database(void)
 		{
 			int64		batch = idem_sweep_batch_size;
 			int64		deleted = 0;
+			TimestampTz batch_start = GetCurrentTimestamp();
 
 			CHECK_FOR_INTERRUPTS();
 			if (ConfigReloadPending)
@@ -391,6 +419,7 @@ sweep_database(void)
 			if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
 										   (int) interval_ms()))
 				break;
+			pace_run(&due, batch_start, deleted);
 		}
 	}
 	PG_CATCH();
