@@ -181,6 +181,8 @@ port = $pgport
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$work/sock'
 shared_preload_libraries = 'idempotency'
+# the worker sweeps only when the expiry scenario starts it
+idempotency.sweep_interval = '1h'
 max_connections = 60
 shared_buffers = '512MB'
 max_wal_size = '8GB'
@@ -376,8 +378,44 @@ sweep_beside_claims()
 	printf '%s\t%s\n' "$result" "$stats"
 }
 
+# The background worker's sweep beside new-key transactions, at the default
+# idempotency.sweep_rate_limit: the worker is started by a reload with a short
+# interval, which is set back once it has begun.  Prints "keys t0 t1<TAB>tps
+# p50 p99 n" like sweep_beside_claims; t0 is the reload, so the rate is
+# understated by the time the worker takes to start.
+sweep_by_worker()
+{
+	local dir="$work/sweep/worker" seconds base t0 t1 pgb
+	seconds=$(awk -v n="$sweep_keys" 'BEGIN { printf "%d", 4 + 1.5 * n / 100000 }')
+	mkdir -p "$dir"
+	(cd "$dir" && exec pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -l \
+		--log-prefix="$dir/log" -f "$here/scripts/new_ext.sql" >"$dir/out" 2>&1) &
+	pgb=$!
+	sleep 1
+	base=$(sql -c "SELECT keys_swept FROM idem_stats_shared()")
+	t0=$(date +%s.%N)
+	sql -c "ALTER SYSTEM SET idempotency.sweep_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+	until [ "$(sql -c "SELECT keys_swept > $base FROM idem_stats_shared()")" = t ]; do
+		sleep 0.05
+	done
+	sql -c "ALTER SYSTEM RESET idempotency.sweep_interval" -c "SELECT pg_reload_conf()" >/dev/null
+	sql -c "DO \$\$
+		BEGIN
+			LOOP
+				PERFORM pg_stat_clear_snapshot();
+				EXIT WHEN (SELECT keys_swept FROM idem_stats_shared()) >= $base + $sweep_keys;
+				PERFORM pg_sleep(0.05);
+			END LOOP;
+		END \$\$"
+	t1=$(date +%s.%N)
+	wait "$pgb" || { cat "$dir/out" >&2; fail "pgbench beside the worker failed"; }
+	printf '%s %s %s\t%s\n' "$sweep_keys" "$t0" "$t1" \
+		"$(cat "$dir"/log* | python3 "$here/report.py" window "$t0" "$t1")"
+}
+
 # Expiry: idem_sweep() beside new-key transactions (without and with a pause
-# between batches) and alone, and a hand-written batched DELETE alone
+# between batches) and alone, the worker beside them, and a hand-written
+# batched DELETE alone
 run_sweep()
 {
 	local sync=$1 base beside alone paused hand
@@ -423,16 +461,21 @@ run_sweep()
 	load_expired ext
 	paused=$(sweep_beside_claims "$sweep_pause_ms" "$(awk -v t="$took" 'BEGIN { printf "%d", 3 + 12 * t }')")
 
-	python3 - "$sync" "$sweep_batch" "$sweep_pause_ms" "$base" "$beside" "$alone" "$paused" "$hand" >>"$extra" <<'EOF'
+	load_expired ext
+	worker=$(sweep_by_worker)
+	rate_limit=$(sql -c "SHOW idempotency.sweep_rate_limit")
+
+	python3 - "$sync" "$sweep_batch" "$sweep_pause_ms" "$base" "$beside" "$alone" "$paused" "$hand" \
+		"$worker" "$rate_limit" >>"$extra" <<'EOF'
 import sys
-sync, batch, pause, base, beside, alone, paused, hand = sys.argv[1:]
+sync, batch, pause, base, beside, alone, paused, hand, worker, rate_limit = sys.argv[1:]
 def rate(text):
     keys, t0, t1 = text.split()[:3]
     return int(keys), float(t1) - float(t0)
-out = [('batch', batch), ('pause_ms', pause)]
+out = [('batch', batch), ('pause_ms', pause), ('rate_limit', rate_limit)]
 b = base.split('\t')
 out += [('base_tps', b[0]), ('base_p50_ms', b[1]), ('base_p99_ms', b[2])]
-for name, text in (('beside', beside), ('paused', paused)):
+for name, text in (('beside', beside), ('paused', paused), ('worker', worker)):
     sweep, stats = text.split('\t', 1)
     keys, secs = rate(sweep)
     s = stats.split('\t')
@@ -448,6 +491,7 @@ EOF
 	log "  sweep: claims alone (tps p50 p99 n) $base"
 	log "  sweep: beside claims (keys t0 t1, tps p50 p99 n) $beside"
 	log "  sweep: with ${sweep_pause_ms} ms pauses beside claims $paused"
+	log "  sweep: the worker beside claims $worker"
 	log "  sweep: alone $alone; hand-written DELETE alone $hand"
 }
 
