@@ -22,7 +22,7 @@ DATA = sql/$(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
-REGRESS = setup claim complete release lookup_forget errors settings fingerprint security replay_nowrite leased sweep stats
+REGRESS = setup claim complete release lookup_forget many_keys errors settings fingerprint security replay_nowrite leased sweep stats
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf
 
 # isolationtester: every concurrency promise

@@ -27,12 +27,19 @@
  * Every change is stamped with the subtransaction that made it, and undone
  * when that subtransaction (or one around it) rolls back, as the row would
  * have been.
+ *
+ * Entries are found by a linear search while there are few of them, as in
+ * the usual transaction that claims one key; past INDEX_THRESHOLD a hash
+ * table on (scope, key) is built, so that a transaction claiming many keys
+ * does not pay a search of all the others for each.
  */
 #include "postgres.h"
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -60,10 +67,32 @@ typedef struct PendingKey
 	/* a claim that wrote its row: where, as a hint */
 	ItemPointerData tid;		/* last version this transaction wrote */
 	SubTransactionId tid_in;	/* written here, or InvalidSubTransactionId */
+
+	struct PendingKey *next_same;	/* an older entry of the same key */
 } PendingKey;
+
+/* Entries beyond which they are found through pending_index */
+#define INDEX_THRESHOLD		16
+
+/* The key of pending_index: the texts of the key's first entry */
+typedef struct PendingName
+{
+	text	   *scope;
+	text	   *key;
+} PendingName;
+
+/* An entry of pending_index: the key's entries, newest first */
+typedef struct PendingSlot
+{
+	PendingName name;
+	PendingKey *newest;
+} PendingSlot;
 
 /* Keys claimed by the current transaction, in TopTransactionContext */
 static List *pending_keys = NIL;
+
+/* pending_keys by (scope, key) once there are many, or NULL */
+static HTAB *pending_index = NULL;
 
 /* Is this text equal to that one? */
 static bool
@@ -88,37 +117,113 @@ deferred_active(PendingKey *pk)
 		pk->released_in == InvalidSubTransactionId;
 }
 
+/* Hash of a PendingName, by content */
+static uint32
+pending_name_hash(const void *key, Size keysize)
+{
+	const PendingName *name = (const PendingName *) key;
+	uint32		scope_hash;
+	uint32		key_hash;
+
+	scope_hash = hash_bytes((const unsigned char *) VARDATA_ANY(name->scope),
+							VARSIZE_ANY_EXHDR(name->scope));
+	key_hash = hash_bytes((const unsigned char *) VARDATA_ANY(name->key),
+						  VARSIZE_ANY_EXHDR(name->key));
+	return hash_combine(scope_hash, key_hash);
+}
+
+/* Compare two PendingNames by content; 0 when equal */
+static int
+pending_name_match(const void *key1, const void *key2, Size keysize)
+{
+	const PendingName *a = (const PendingName *) key1;
+	const PendingName *b = (const PendingName *) key2;
+
+	return (text_equal(a->key, b->key) && text_equal(a->scope, b->scope)) ? 0 : 1;
+}
+
+/* Put an entry in pending_index, in front of older entries of its key */
+static void
+pending_index_add(PendingKey *pk)
+{
+	PendingName name = {pk->scope, pk->key};
+	PendingSlot *slot;
+	bool		found;
+
+	slot = hash_search(pending_index, &name, HASH_ENTER, &found);
+	pk->next_same = found ? slot->newest : NULL;
+	slot->newest = pk;
+}
+
+/* Index the entries, once there are many */
+static void
+pending_index_build(void)
+{
+	HASHCTL		ctl;
+	ListCell   *lc;
+
+	ctl.keysize = sizeof(PendingName);
+	ctl.entrysize = sizeof(PendingSlot);
+	ctl.hash = pending_name_hash;
+	ctl.match = pending_name_match;
+	ctl.hcxt = TopTransactionContext;
+	pending_index = hash_create("idempotency pending keys", 4 * INDEX_THRESHOLD,
+								&ctl,
+								HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	foreach(lc, pending_keys)
+		pending_index_add((PendingKey *) lfirst(lc));
+}
+
+/* The newest entry of a key that satisfies want, or NULL */
+static PendingKey *
+pending_find(text *scope, text *key, bool (*want) (PendingKey *))
+{
+	if (pending_index != NULL)
+	{
+		PendingName name = {scope, key};
+		PendingSlot *slot = hash_search(pending_index, &name, HASH_FIND, NULL);
+		PendingKey *pk;
+
+		for (pk = slot ? slot->newest : NULL; pk != NULL; pk = pk->next_same)
+		{
+			if (want(pk))
+				return pk;
+		}
+	}
+	else
+	{
+		ListCell   *lc;
+
+		foreach(lc, pending_keys)
+		{
+			PendingKey *pk = (PendingKey *) lfirst(lc);
+
+			if (want(pk) && text_equal(pk->key, key) && text_equal(pk->scope, scope))
+				return pk;
+		}
+	}
+	return NULL;
+}
+
+/* Is this entry that of a claim that wrote its row? */
+static bool
+is_written(PendingKey *pk)
+{
+	return !pk->deferred;
+}
+
 /* The entry of a claim that wrote its row, or NULL */
 static PendingKey *
 pending_find_written(text *scope, text *key)
 {
-	ListCell   *lc;
-
-	foreach(lc, pending_keys)
-	{
-		PendingKey *pk = (PendingKey *) lfirst(lc);
-
-		if (!pk->deferred && text_equal(pk->key, key) && text_equal(pk->scope, scope))
-			return pk;
-	}
-	return NULL;
+	return pending_find(scope, key, is_written);
 }
 
 /* The deferred claim of a key that still stands, or NULL */
 static PendingKey *
 pending_find_deferred(text *scope, text *key)
 {
-	ListCell   *lc;
-
-	foreach(lc, pending_keys)
-	{
-		PendingKey *pk = (PendingKey *) lfirst(lc);
-
-		if (deferred_active(pk) && text_equal(pk->key, key) &&
-			text_equal(pk->scope, scope))
-			return pk;
-	}
-	return NULL;
+	return pending_find(scope, key, deferred_active);
 }
 
 /* A new entry, in TopTransactionContext */
@@ -132,6 +237,10 @@ pending_new(text *scope, text *key, bool deferred)
 	pk->key = text_copy(key);
 	pk->deferred = deferred;
 	pending_keys = lappend(pending_keys, pk);
+	if (pending_index != NULL)
+		pending_index_add(pk);
+	else if (list_length(pending_keys) > INDEX_THRESHOLD)
+		pending_index_build();
 	MemoryContextSwitchTo(oldcxt);
 	return pk;
 }
@@ -375,8 +484,9 @@ pending_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			/* the list lived in TopTransactionContext, which is going away */
+			/* both lived in TopTransactionContext, which is going away */
 			pending_keys = NIL;
+			pending_index = NULL;
 			break;
 		default:
 			break;
