@@ -381,11 +381,10 @@ sweep_beside_claims()
 # The background worker's sweep beside new-key transactions, at the default
 # idempotency.sweep_rate_limit: the worker is started by a reload with a short
 # interval, which is set back once it has begun.  Prints "keys t0 t1<TAB>tps
-# p50 p99 n" like sweep_beside_claims; t0 is the reload, so the rate is
-# understated by the time the worker takes to start.
+# p50 p99 n" like sweep_beside_claims, counted from the first batch seen.
 sweep_by_worker()
 {
-	local dir="$work/sweep/worker" seconds base t0 t1 pgb
+	local dir="$work/sweep/worker" seconds base first t0 t1 pgb
 	seconds=$(awk -v n="$sweep_keys" 'BEGIN { printf "%d", 4 + 1.5 * n / 100000 }')
 	mkdir -p "$dir"
 	(cd "$dir" && exec pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -l \
@@ -393,11 +392,13 @@ sweep_by_worker()
 	pgb=$!
 	sleep 1
 	base=$(sql -c "SELECT keys_swept FROM idem_stats_shared()")
-	t0=$(date +%s.%N)
 	sql -c "ALTER SYSTEM SET idempotency.sweep_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
-	until [ "$(sql -c "SELECT keys_swept > $base FROM idem_stats_shared()")" = t ]; do
+	until [ "$(sql -c "SELECT keys_swept - $base FROM idem_stats_shared()")" -gt 0 ]; do
 		sleep 0.05
 	done
+	# the rate is counted from here, without the keys swept before
+	t0=$(date +%s.%N)
+	first=$(sql -c "SELECT keys_swept - $base FROM idem_stats_shared()")
 	sql -c "ALTER SYSTEM RESET idempotency.sweep_interval" -c "SELECT pg_reload_conf()" >/dev/null
 	sql -c "DO \$\$
 		BEGIN
@@ -409,7 +410,7 @@ sweep_by_worker()
 		END \$\$"
 	t1=$(date +%s.%N)
 	wait "$pgb" || { cat "$dir/out" >&2; fail "pgbench beside the worker failed"; }
-	printf '%s %s %s\t%s\n' "$sweep_keys" "$t0" "$t1" \
+	printf '%s %s %s\t%s\n' "$((sweep_keys - first))" "$t0" "$t1" \
 		"$(cat "$dir"/log* | python3 "$here/report.py" window "$t0" "$t1")"
 }
 
