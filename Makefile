@@ -23,11 +23,11 @@ PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
 REGRESS = setup claim complete release lookup_forget many_keys errors settings fingerprint security replay_nowrite leased sweep stats
-REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --encoding=UTF8
 
 # isolationtester: every concurrency promise
 ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=tmp_check_iso --temp-config=test/conf/preload.conf
+ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=tmp_check_iso --temp-config=test/conf/preload.conf --encoding=UTF8
 
 # TAP: background worker, restarts, crashes
 TAP_TESTS = 1

@@ -38,14 +38,16 @@ test_user() {
 	if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
 }
 
-# Run a command as the test user, with PostgreSQL's binaries first in PATH
+# Run a command as the test user, with PostgreSQL's binaries first in PATH.
+# The locale is C.UTF-8 (built into Debian's C library), so that clusters are
+# UTF8 even on a machine with no locale set, where initdb would pick SQL_ASCII.
 as_test_user() {
 	local bindir
 	bindir=$("$PG_CONFIG" --bindir)
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u postgres -- env PATH="$bindir:$PATH" "$@"
+		runuser -u postgres -- env LC_ALL=C.UTF-8 PATH="$bindir:$PATH" "$@"
 	else
-		env PATH="$bindir:$PATH" "$@"
+		env LC_ALL=C.UTF-8 PATH="$bindir:$PATH" "$@"
 	fi
 }
 
