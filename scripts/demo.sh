@@ -15,6 +15,8 @@ build_install
 
 dir=$(mktemp -d /tmp/idempotency-demo.XXXXXX)
 [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+# a directory the test user may enter (the checkout may be under /root)
+cd "$dir"
 port=$((20000 + RANDOM % 20000))
 cleanup() {
 	as_test_user pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
