@@ -23,7 +23,7 @@ PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
 REGRESS = setup claim complete release lookup_forget many_keys errors settings fingerprint security replay_nowrite leased sweep stats
-REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --encoding=UTF8
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --temp-config=test/conf/two_phase.conf --encoding=UTF8
 
 # isolationtester: every concurrency promise
 ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))

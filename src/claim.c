@@ -7,9 +7,12 @@
  * from that read: the replay path takes no lock, assigns no transaction id
  * and writes nothing.  Anything else takes the key's lock, which serialises
  * every writer of the key, reads again, and then claims a new key (written at
- * commit, pending.c), replaces an expired row or takes over a lease.  Every read uses SnapshotSelf, so that at every isolation
- * level the claim answers from the latest committed row and never meets a
- * unique violation.
+ * commit, pending.c), replaces an expired row or takes over a lease.  The
+ * second read is left out when the first found no row and no holder of the
+ * key's lock has committed since (keylock.c): the usual claim of a new key
+ * then searches the index once.  Every read uses SnapshotSelf, so that at
+ * every isolation level the claim answers from the latest committed row and
+ * never meets a unique violation.
  */
 #include "postgres.h"
 
@@ -172,6 +175,7 @@ idem_claim(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 	TimestampTz locked_until = 0;
 	bool		wait;
+	IdemKeyLock keylock;
 	Relation	rel;
 	IdemLookup	lookup;
 	IdemRow		row;
@@ -205,6 +209,7 @@ idem_claim(PG_FUNCTION_ARGS)
 	idem_keys_lookup_begin(&lookup, rel, scope, key, SnapshotSelf);
 
 	/* read without the lock: replay, live lease and our own claim end here */
+	idem_key_watch(&keylock, scope, key);
 	found = idem_keys_lookup(&lookup, &row);
 	decision = decide(&row, found, fingerprint, now);
 	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
@@ -217,7 +222,7 @@ idem_claim(PG_FUNCTION_ARGS)
 
 	/* serialise with every other writer of this key */
 	idem_prevent_write("idem_claim()");
-	if (!idem_lock_key(scope, key, wait))
+	if (!idem_key_lock(&keylock, wait))
 	{
 		idem_keys_lookup_end(&lookup);
 		result = answer(IDEM_OUTCOME_IN_PROGRESS, NULL, false);
@@ -225,9 +230,13 @@ idem_claim(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(result);
 	}
 
-	found = idem_keys_lookup(&lookup, &row);
+	/* read again, unless no row was found and none can have come since */
+	if (found || !idem_key_unchanged(&keylock))
+	{
+		found = idem_keys_lookup(&lookup, &row);
+		decision = decide(&row, found, fingerprint, now);
+	}
 	idem_keys_lookup_end(&lookup);
-	decision = decide(&row, found, fingerprint, now);
 	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
 	{
 		/* nothing to write: let the next caller of this key in */

@@ -8,6 +8,7 @@
 #include "access/attnum.h"
 #include "access/skey.h"
 #include "access/tableam.h"
+#include "storage/lock.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -126,6 +127,18 @@ extern bool idem_row_live(const IdemRow *row, TimestampTz now);
 /*
  * Per-key locks in the extension's own advisory lock space (keylock.c)
  */
+typedef struct IdemKeyLock
+{
+	LOCKTAG		tag;
+	uint32		slot;			/* slot of commit counts */
+	bool		watched;		/* commits is known */
+	uint32		commits;		/* the slot's count when watched */
+} IdemKeyLock;
+
+extern void idem_keylock_init(void);
+extern void idem_key_watch(IdemKeyLock *kl, text *scope, text *key);
+extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
+extern bool idem_key_unchanged(const IdemKeyLock *kl);
 extern bool idem_lock_key(text *scope, text *key, bool wait);
 extern void idem_unlock_key(text *scope, text *key);
 

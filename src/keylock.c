@@ -1,6 +1,7 @@
 /*
  * keylock.c
- *		Per-key locks in the extension's own advisory lock space.
+ *		Per-key locks in the extension's own advisory lock space, and a count
+ *		of the commits of their holders.
  *
  * A key's lock is an advisory lock whose tag holds the database, a 64-bit
  * hash of (scope, key) and, in the field that pg_advisory_lock(bigint) sets
@@ -10,21 +11,58 @@
  * transaction releases them.  Two keys share a lock only if their hashes are
  * equal (one chance in 2^64 per pair); they then wait on each other but stay
  * correct.
+ *
+ * Every row of a key is written by a transaction that holds the key's lock
+ * until it ends.  A claim that read a key without its lock, found no row and
+ * then took the lock would have to read the key again, in case a holder of
+ * the lock committed a row in between.  With the library preloaded, shared
+ * memory counts, in KEY_SLOTS slots chosen by the key's hash, the commits of
+ * transactions that held a lock of the slot.  A transaction adds to its slots
+ * after it became visible to others and before it releases its locks (the
+ * commit callback runs between the two).  A claim notes its slot before its
+ * first read (idem_key_watch()); if the count is the same once it holds the
+ * lock (idem_key_unchanged()), nobody who could have written the key committed
+ * since, and a first read that found no row still stands.  A count that moved
+ * for another key of the slot only costs the second read.
+ *
+ * A prepared transaction is committed later, by COMMIT PREPARED in any
+ * session, which runs no callback of ours.  When prepared transactions are
+ * enabled (max_prepared_transactions > 0), a claim therefore always reads
+ * again; so it does without shared memory.
  */
 #include "postgres.h"
 
+#include "access/twophase.h"
+#include "access/xact.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
+#include "port/pg_bitutils.h"
+#include "storage/ipc.h"
 #include "storage/lock.h"
+#include "storage/shmem.h"
 
 #include "idempotency.h"
 
 /* locktag_field4 of the extension's advisory locks, shown as pg_locks.objsubid */
 #define IDEM_LOCK_SPACE		0x4944
 
-/* Build the lock tag of (scope, key) */
-static void
-key_locktag(LOCKTAG *tag, text *scope, text *key)
+/* Slots of commit counts; a power of two */
+#define KEY_SLOTS			4096
+
+/* Commits of lock holders, per slot, in shared memory; NULL without it */
+static pg_atomic_uint32 *slot_commits = NULL;
+
+/* Slots of the locks this transaction took, to count at its commit */
+static uint64 locked_slots[KEY_SLOTS / 64];
+static bool any_locked = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Hash (scope, key), build its lock tag and pick its slot */
+void
+idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
 {
 	uint64		h;
 
@@ -32,26 +70,145 @@ key_locktag(LOCKTAG *tag, text *scope, text *key)
 							VARSIZE_ANY_EXHDR(scope), 0);
 	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
 							VARSIZE_ANY_EXHDR(key), h);
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 IDEM_LOCK_SPACE);
+	kl->slot = (uint32) h & (KEY_SLOTS - 1);
+	kl->watched = (slot_commits != NULL && max_prepared_xacts == 0);
+	if (kl->watched)
+	{
+		kl->commits = pg_atomic_read_u32(&slot_commits[kl->slot]);
+		/* the reads of the key that follow must not come before this one */
+		pg_read_barrier();
+	}
+}
+
+/* Take a watched key's lock until the end of the transaction; false if busy and !wait */
+bool
+idem_key_lock(IdemKeyLock *kl, bool wait)
+{
+	if (LockAcquire(&kl->tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+	locked_slots[kl->slot / 64] |= UINT64CONST(1) << (kl->slot % 64);
+	any_locked = true;
+	return true;
+}
+
+/*
+ * Has no holder of the key's lock committed since idem_key_watch()?  Call it
+ * holding the lock.  False when that cannot be known.
+ */
+bool
+idem_key_unchanged(const IdemKeyLock *kl)
+{
+	/* LockAcquire() went through a lock of the lock table: a full barrier */
+	return kl->watched &&
+		pg_atomic_read_u32(&slot_commits[kl->slot]) == kl->commits;
 }
 
 /* Lock a key until the end of the transaction; false if busy and !wait */
 bool
 idem_lock_key(text *scope, text *key, bool wait)
 {
-	LOCKTAG		tag;
+	IdemKeyLock kl;
 
-	key_locktag(&tag, scope, key);
-	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+	idem_key_watch(&kl, scope, key);
+	return idem_key_lock(&kl, wait);
 }
 
 /* Give back one acquisition of a key's lock, for paths that wrote nothing */
 void
 idem_unlock_key(text *scope, text *key)
 {
-	LOCKTAG		tag;
+	IdemKeyLock kl;
 
-	key_locktag(&tag, scope, key);
-	LockRelease(&tag, ExclusiveLock, false);
+	idem_key_watch(&kl, scope, key);
+	LockRelease(&kl.tag, ExclusiveLock, false);
+}
+
+/* Count this transaction's commit in the slots of the locks it took */
+static void
+count_commit(void)
+{
+	int			w;
+
+	for (w = 0; w < KEY_SLOTS / 64; w++)
+	{
+		uint64		bits = locked_slots[w];
+
+		while (bits != 0)
+		{
+			int			b = pg_rightmost_one_pos64(bits);
+
+			pg_atomic_fetch_add_u32(&slot_commits[w * 64 + b], 1);
+			bits &= bits - 1;
+		}
+	}
+}
+
+/* Transaction callback: count a commit before the locks are released */
+static void
+keylock_xact_callback(XactEvent event, void *arg)
+{
+	if (!any_locked)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (slot_commits != NULL)
+				count_commit();
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			memset(locked_slots, 0, sizeof(locked_slots));
+			any_locked = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Ask for the slots' shared memory */
+static void
+keylock_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(mul_size(sizeof(pg_atomic_uint32), KEY_SLOTS));
+}
+
+/* Create or attach to the slots, at start-up and after a crash */
+static void
+keylock_shmem_startup(void)
+{
+	bool		found;
+	int			i;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	slot_commits = ShmemInitStruct("idempotency key commits",
+								   mul_size(sizeof(pg_atomic_uint32), KEY_SLOTS),
+								   &found);
+	if (!found)
+	{
+		for (i = 0; i < KEY_SLOTS; i++)
+			pg_atomic_init_u32(&slot_commits[i], 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Register the commit callback, and the shared memory hooks when preloaded */
+void
+idem_keylock_init(void)
+{
+	RegisterXactCallback(keylock_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = keylock_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = keylock_shmem_startup;
 }
