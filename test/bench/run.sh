@@ -513,12 +513,14 @@ run_storage()
 			SELECT count(*) AS n,
 				   pg_total_relation_size('$table') AS total,
 				   pg_relation_size('$table') AS heap,
-				   pg_indexes_size('$table') AS indexes
-			FROM $table) s,
+				   pg_indexes_size('$table') AS indexes,
+				   round(avg(pg_column_size(t.*)), 1) AS row_bytes
+			FROM $table t) s,
 			LATERAL (VALUES ('keys', s.n::numeric), ('total_bytes', s.total),
 							('bytes_per_key', round(s.total::numeric / s.n, 1)),
 							('heap_bytes_per_key', round(s.heap::numeric / s.n, 1)),
-							('index_bytes_per_key', round(s.indexes::numeric / s.n, 1))) m(name, value)" >>"$extra"
+							('index_bytes_per_key', round(s.indexes::numeric / s.n, 1)),
+							('row_bytes', s.row_bytes)) m(name, value)" >>"$extra"
 		sql -c "VACUUM FULL $table"
 		sql -F $'\t' -c "SELECT '$sync', 'storage', '$variant:compact_bytes_per_key',
 			round(pg_total_relation_size('$table')::numeric / count(*), 1) FROM $table" >>"$extra"
@@ -574,8 +576,8 @@ run_callgrind()
 		sleep 0.2
 	done
 	export PGOPTIONS="-c synchronous_commit=off"
-	for item in new:ext:200:1200 new:hand:200:1200 new:plpgsql:200:1200 new:floor:200:1200 \
-		nocomplete:ext:200:1200 nocomplete:hand:200:1200 \
+	for item in new:ext:200:1200 new:hand:200:1200 new:plpgsql:200:1200 new:bare:200:1200 \
+		new:floor:200:1200 nocomplete:ext:200:1200 nocomplete:hand:200:1200 nocomplete:bare:200:1200 \
 		replay:ext:500:2500 replay:pk:500:2500 replay:hand:500:2500 replay:plpgsql:500:2500; do
 		IFS=: read -r scenario variant n1 n2 <<<"$item"
 		case "$scenario" in
@@ -607,10 +609,10 @@ for sync in $sync_modes; do
 	log "synchronous_commit = $sync"
 	for round in $(seq 1 "$rounds"); do
 		log " round $round of $rounds"
-		for variant in $(rotate "$round" ext hand plpgsql redis floor); do
+		for variant in $(rotate "$round" ext hand plpgsql redis bare floor); do
 			run_variant "$sync" "$round" new "$variant"
 		done
-		for variant in $(rotate "$round" ext hand redis); do
+		for variant in $(rotate "$round" ext hand redis bare); do
 			run_variant "$sync" "$round" nocomplete "$variant"
 		done
 		prep_replay
