@@ -61,8 +61,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Hash (scope, key), build its lock tag and pick its slot */
-void
-idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
+static void
+key_lock_init(IdemKeyLock *kl, text *scope, text *key)
 {
 	uint64		h;
 
@@ -73,6 +73,14 @@ idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 IDEM_LOCK_SPACE);
 	kl->slot = (uint32) h & (KEY_SLOTS - 1);
+	kl->watched = false;
+}
+
+/* Prepare a key's lock, and note its slot's count before the key is read */
+void
+idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
+{
+	key_lock_init(kl, scope, key);
 	kl->watched = (slot_commits != NULL && max_prepared_xacts == 0);
 	if (kl->watched)
 	{
@@ -82,7 +90,7 @@ idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
 	}
 }
 
-/* Take a watched key's lock until the end of the transaction; false if busy and !wait */
+/* Take a key's lock until the end of the transaction; false if busy and !wait */
 bool
 idem_key_lock(IdemKeyLock *kl, bool wait)
 {
@@ -100,9 +108,11 @@ idem_key_lock(IdemKeyLock *kl, bool wait)
 bool
 idem_key_unchanged(const IdemKeyLock *kl)
 {
-	/* LockAcquire() went through a lock of the lock table: a full barrier */
-	return kl->watched &&
-		pg_atomic_read_u32(&slot_commits[kl->slot]) == kl->commits;
+	if (!kl->watched)
+		return false;
+	/* read the count only after the lock was granted */
+	pg_read_barrier();
+	return pg_atomic_read_u32(&slot_commits[kl->slot]) == kl->commits;
 }
 
 /* Lock a key until the end of the transaction; false if busy and !wait */
@@ -111,7 +121,7 @@ idem_lock_key(text *scope, text *key, bool wait)
 {
 	IdemKeyLock kl;
 
-	idem_key_watch(&kl, scope, key);
+	key_lock_init(&kl, scope, key);
 	return idem_key_lock(&kl, wait);
 }
 
@@ -121,7 +131,7 @@ idem_unlock_key(text *scope, text *key)
 {
 	IdemKeyLock kl;
 
-	idem_key_watch(&kl, scope, key);
+	key_lock_init(&kl, scope, key);
 	LockRelease(&kl.tag, ExclusiveLock, false);
 }
 
