@@ -12,7 +12,10 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* Set up settings, caches, commit hooks, and (when preloaded) shared memory and the worker */
+/*
+ * Set up settings, caches, commit hooks and, when preloaded, shared memory and
+ * the worker
+ */
 void
 _PG_init(void)
 {

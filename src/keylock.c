@@ -90,11 +90,14 @@ idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
 	}
 }
 
-/* Take a key's lock until the end of the transaction; false if busy and !wait */
+/* Lock a key until the end of the transaction; false if busy and !wait */
 bool
 idem_key_lock(IdemKeyLock *kl, bool wait)
 {
-	if (LockAcquire(&kl->tag, ExclusiveLock, false, !wait) == LOCKACQUIRE_NOT_AVAIL)
+	LockAcquireResult res;
+
+	res = LockAcquire(&kl->tag, ExclusiveLock, false, !wait);
+	if (res == LOCKACQUIRE_NOT_AVAIL)
 		return false;
 	locked_slots[kl->slot / 64] |= UINT64CONST(1) << (kl->slot % 64);
 	any_locked = true;
@@ -115,7 +118,7 @@ idem_key_unchanged(const IdemKeyLock *kl)
 	return pg_atomic_read_u32(&slot_commits[kl->slot]) == kl->commits;
 }
 
-/* Lock a key until the end of the transaction; false if busy and !wait */
+/* The same, from the key's texts */
 bool
 idem_lock_key(text *scope, text *key, bool wait)
 {
