@@ -241,7 +241,7 @@ idem_claim(PG_FUNCTION_ARGS)
 	{
 		/* nothing to write: let the next caller of this key in */
 		if (decision != DECIDE_CLAIMED)
-			idem_unlock_key(scope, key);
+			idem_key_unlock(&keylock);
 		result = answer_read(decision, &row);
 		table_close(rel, RowExclusiveLock);
 		PG_RETURN_DATUM(result);

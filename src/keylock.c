@@ -60,16 +60,24 @@ static bool any_locked = false;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* Hash (scope, key), build its lock tag and pick its slot */
-static void
-key_lock_init(IdemKeyLock *kl, text *scope, text *key)
+/* 64-bit hash of (scope, key), the key's identity in locks and hash tables */
+uint64
+idem_key_hash(text *scope, text *key)
 {
 	uint64		h;
 
 	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(scope),
 							VARSIZE_ANY_EXHDR(scope), 0);
-	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
-							VARSIZE_ANY_EXHDR(key), h);
+	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
+							   VARSIZE_ANY_EXHDR(key), h);
+}
+
+/* Hash (scope, key), build its lock tag and pick its slot */
+static void
+key_lock_init(IdemKeyLock *kl, text *scope, text *key)
+{
+	uint64		h = idem_key_hash(scope, key);
+
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 IDEM_LOCK_SPACE);
 	kl->slot = (uint32) h & (KEY_SLOTS - 1);
@@ -130,12 +138,19 @@ idem_lock_key(text *scope, text *key, bool wait)
 
 /* Give back one acquisition of a key's lock, for paths that wrote nothing */
 void
+idem_key_unlock(const IdemKeyLock *kl)
+{
+	LockRelease(&kl->tag, ExclusiveLock, false);
+}
+
+/* The same, from the key's texts */
+void
 idem_unlock_key(text *scope, text *key)
 {
 	IdemKeyLock kl;
 
 	key_lock_init(&kl, scope, key);
-	LockRelease(&kl.tag, ExclusiveLock, false);
+	idem_key_unlock(&kl);
 }
 
 /* Count this transaction's commit in the slots of the locks it took */

@@ -37,7 +37,6 @@
 
 #include "access/table.h"
 #include "access/xact.h"
-#include "common/hashfn.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -122,14 +121,8 @@ static uint32
 pending_name_hash(const void *key, Size keysize)
 {
 	const PendingName *name = (const PendingName *) key;
-	uint32		scope_hash;
-	uint32		key_hash;
 
-	scope_hash = hash_bytes((const unsigned char *) VARDATA_ANY(name->scope),
-							VARSIZE_ANY_EXHDR(name->scope));
-	key_hash = hash_bytes((const unsigned char *) VARDATA_ANY(name->key),
-						  VARSIZE_ANY_EXHDR(name->key));
-	return hash_combine(scope_hash, key_hash);
+	return (uint32) idem_key_hash(name->scope, name->key);
 }
 
 /* Compare two PendingNames by content; 0 when equal */
