@@ -10,8 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_deps
-build_install
+# the demo runs on Debian's PostgreSQL 15, or on PG_MAJOR=18 (built from source); with
+# IDEM_INSTALLED=1 it uses the extension already installed (a package)
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=$(pg_config_for "$PG_MAJOR")
+ensure_test_user
+[ -n "${IDEM_INSTALLED:-}" ] || build_install "$PG_CONFIG"
 
 dir=$(mktemp -d /tmp/idempotency-demo.XXXXXX)
 [ "$(id -u)" -eq 0 ] && chown postgres "$dir"

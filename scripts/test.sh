@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
 #
-# Run every test of the extension: pg_regress (API, outcomes, errors),
-# isolationtester (concurrency promises) and TAP (background worker, restarts,
-# crashes), each against throwaway clusters that the suites start themselves.
-# Installs what is missing (Debian 12), builds with warnings as errors, and
-# runs the servers and tests as an unprivileged user.  Ends with the line
-# "N passed, M failed" and exits non-zero if anything failed.
+# Run every test of the extension on every PostgreSQL major tested here (15
+# from Debian's packages, 18 built from source with assertions): pg_regress
+# (API, outcomes, errors), isolationtester (concurrency promises) and TAP
+# (background worker, restarts, crashes, upgrades), each against throwaway
+# clusters that the suites start themselves.  Installs what is missing
+# (Debian 12), builds with warnings as errors, and runs the servers and tests
+# as an unprivileged user.  Ends with the line "N passed, M failed" and exits
+# non-zero if anything failed.
+#
+#   scripts/test.sh                 every major
+#   scripts/test.sh --major 15      one major (or PG_MAJORS="15")
 #
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_deps
-build_install
-tree=$(writable_tree)
+majors=${PG_MAJORS:-$ALL_MAJORS}
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--major) majors=$2; shift 2 ;;
+	--major=*) majors=${1#--major=}; shift ;;
+	*) echo "usage: $0 [--major N]" >&2; exit 2 ;;
+	esac
+done
+
+ensure_test_user
 log=$(mktemp)
+chmod 644 "$log"
 passed=0
 failed=0
+ran=""
 
 # Count pg_regress / isolation results: "test name ... ok" or "... FAILED"
 count_regress() {
@@ -41,9 +55,9 @@ count_tap() {
 
 # Run one suite through PGXS installcheck; the other suites are switched off
 run_suite() {
-	local name=$1
-	shift
-	echo "== $name"
+	local name=$1 tree=$2
+	shift 2
+	echo "== PostgreSQL $major: $name"
 	set +e
 	(cd "$tree" && as_test_user make -s PG_CONFIG="$PG_CONFIG" installcheck "$@") 2>&1 | tee "$log"
 	local rc=${PIPESTATUS[0]}
@@ -62,11 +76,19 @@ run_suite() {
 	return 0
 }
 
-run_suite regress ISOLATION= TAP_TESTS=
-run_suite isolation REGRESS= TAP_TESTS=
-run_suite tap REGRESS= ISOLATION=
+for major in $majors; do
+	PG_CONFIG=$(pg_config_for "$major")
+	export PG_CONFIG
+	build_install "$PG_CONFIG"
+	tree=$(writable_tree)
+	run_suite regress "$tree" ISOLATION= TAP_TESTS=
+	run_suite isolation "$tree" REGRESS= TAP_TESTS=
+	run_suite tap "$tree" REGRESS= ISOLATION=
+	ran="$ran $major"
+done
 
 rm -f "$log"
 echo
+echo "ran on PostgreSQL:$ran"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

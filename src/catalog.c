@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 static IdemCatalog cache;
@@ -185,7 +186,7 @@ idem_catalog_fill(void)
 							column_names[i]),
 					 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
 	}
-	cache.pkey_indexid = RelationGetPrimaryKeyIndex(rel);
+	cache.pkey_indexid = IdemPrimaryKeyIndex(rel);
 	cache.expires_indexid = expires_index(rel, cache.attnum[IDEM_COL_EXPIRES_AT]);
 	table_close(rel, AccessShareLock);
 

@@ -32,6 +32,7 @@
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 /*
@@ -238,7 +239,7 @@ idem_keys_lookup_begin(IdemLookup *lookup, Relation rel, text *scope,
 	lookup->rel = rel;
 	lookup->index = index;
 	lookup->slot = table_slot_create(rel, NULL);
-	lookup->scan = index_beginscan(rel, index, snapshot, 2, 0);
+	lookup->scan = idem_index_beginscan(rel, index, snapshot, 2, 0);
 	index_rescan(lookup->scan, lookup->skey, 2, NULL, 0);
 }
 
@@ -333,7 +334,7 @@ idem_keys_insert(Relation rel, IdemRow *row)
 	List	   *recheck;
 
 	table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	recheck = idem_insert_index_tuples(rri, slot, estate, false);
 	list_free(recheck);
 	row->tid = slot->tts_tid;
 	row->own = true;
@@ -356,7 +357,7 @@ idem_keys_update(Relation rel, IdemRow *row)
 	CommandId	cid = GetCurrentCommandId(true);
 	TM_FailureData tmfd;
 	LockTupleMode lockmode;
-	bool		update_indexes;
+	IdemUpdateIndexes update_indexes;
 	TM_Result	result;
 
 	result = table_tuple_update(rel, &row->tid, slot, cid,
@@ -364,7 +365,7 @@ idem_keys_update(Relation rel, IdemRow *row)
 								&tmfd, &lockmode, &update_indexes);
 	if (result == TM_Ok)
 	{
-		if (update_indexes)
+		if (IdemUpdateNeedsIndexes(update_indexes))
 		{
 			ResultRelInfo *rri;
 			EState	   *estate = writer_begin(rel, &rri);
@@ -373,8 +374,8 @@ idem_keys_update(Relation rel, IdemRow *row)
 			 * update = false: the "index unchanged" hint needs a range table,
 			 * and an update that is not HOT changed an indexed column anyway.
 			 */
-			list_free(ExecInsertIndexTuples(rri, slot, estate, false, false,
-											NULL, NIL));
+			list_free(idem_insert_index_tuples(rri, slot, estate,
+											   IdemUpdateOnlySummarizing(update_indexes)));
 			writer_end(estate, rri);
 		}
 		row->tid = slot->tts_tid;

@@ -4,10 +4,10 @@
  *		the sweeper's last run in each database.
  *
  * Counting is on the path of every claim, so backends do not share a counter
- * that they would all fight over: each backend adds to its own slot (indexed
- * by its BackendId) without a lock, and a reader sums the slots.  A slot
- * outlives the backend that used it: the next backend with that BackendId
- * keeps adding to it, so the sums only grow.  They start from zero when the
+ * that they would all fight over: each backend adds to its own slot (its
+ * backend id, or proc number from 17 on) without a lock, and a reader sums
+ * the slots.  A slot outlives the backend that used it: the next backend
+ * with that number keeps adding to it, so the sums only grow.  They start from zero when the
  * server starts and after a crash of a backend (the crash-restart cycle
  * reinitialises shared memory).
  *
@@ -25,13 +25,13 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
-#include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_stats_shared);
@@ -64,11 +64,11 @@ typedef struct IdemShared
 {
 	LWLock	   *lock;			/* protects databases[] */
 	TimestampTz since;			/* when the counters started from zero */
-	int			nslots;			/* counter slots: one per BackendId */
+	int			nslots;			/* counter slots: one per backend number */
 	int			ndatabases;		/* entries in databases[] */
 	bool		full_reported;	/* databases[] ran out once already */
-	pg_atomic_uint64 overflow[IDEM_NUM_COUNTERS];	/* for processes without a
-													 * BackendId */
+	/* counters of processes without a slot */
+	pg_atomic_uint64 overflow[IDEM_NUM_COUNTERS];
 	IdemSweeperState databases[FLEXIBLE_ARRAY_MEMBER];
 } IdemShared;
 
@@ -161,12 +161,13 @@ void
 idem_count(IdemCounter counter, int64 n)
 {
 	pg_atomic_uint64 *c;
+	int			slot = IdemMyBackendSlot();
 
 	if (slots == NULL || n <= 0)
 		return;
-	if (MyBackendId >= 1 && MyBackendId <= shared->nslots)
+	if (slot >= 0 && slot < shared->nslots)
 	{
-		c = &slots[MyBackendId - 1].count[counter];
+		c = &slots[slot].count[counter];
 		pg_atomic_write_u64(c, pg_atomic_read_u64(c) + (uint64) n);
 	}
 	else

@@ -40,6 +40,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_sweep);
@@ -71,7 +72,7 @@ resume_valid(Oid relid)
 	if (TransactionIdIsCurrentTransactionId(resume.xid))
 		return true;
 	/* the commit log may no longer know a transaction that old */
-	if (TransactionIdPrecedes(resume.xid, ShmemVariableCache->oldestClogXid))
+	if (TransactionIdPrecedes(resume.xid, IdemTransamVariables->oldestClogXid))
 		return false;
 	return TransactionIdDidCommit(resume.xid);
 }
@@ -140,7 +141,7 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 		ScanKeyInit(&skey[nkeys++], 1, BTGreaterEqualStrategyNumber,
 					F_TIMESTAMPTZ_GE, TimestampTzGetDatum(resume.expires_at));
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	scan = idem_index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, skey, nkeys, NULL, 0);
 
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))

@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_start_worker);
@@ -121,7 +122,7 @@ launcher_interrupts(void)
 {
 	CHECK_FOR_INTERRUPTS();
 	/* reloads settings, and exits cleanly on SIGTERM */
-	HandleMainLoopInterrupts();
+	IdemProcessMainLoopInterrupts();
 }
 
 /* The databases to sweep, in a list of SweepTarget allocated in cxt */
