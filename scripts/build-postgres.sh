@@ -33,6 +33,14 @@ if [ -x "$prefix/bin/pg_config" ] && [ -f "$prefix/.complete" ]; then
 	exit 0
 fi
 
+# one build at a time: a second caller waits for the first and reuses it
+exec 9>"$prefix.lock"
+flock 9
+if [ -x "$prefix/bin/pg_config" ] && [ -f "$prefix/.complete" ]; then
+	echo "$prefix/bin/pg_config"
+	exit 0
+fi
+
 ensure_packages bison flex libipc-run-perl make gcc libc6-dev perl >&2
 work=$(mktemp -d /tmp/pgbuild.XXXXXX)
 trap 'rm -rf "$work"' EXIT
