@@ -65,7 +65,6 @@ typedef enum IdemOutcome
  */
 typedef struct IdemCatalog
 {
-	Oid			namespace;		/* the extension's schema */
 	Oid			keys_relid;		/* idem_keys */
 	Oid			pkey_indexid;	/* primary key (scope, key) */
 	Oid			expires_indexid;	/* index on expires_at */
@@ -90,7 +89,6 @@ typedef struct IdemRow
 {
 	ItemPointerData tid;
 	bool		own;			/* this version was written by our transaction */
-	bool		deferred;		/* a claim of ours not written yet (pending.c) */
 	Datum		values[IDEM_NUM_COLUMNS];
 	bool		isnull[IDEM_NUM_COLUMNS];
 	Datum	   *all_values;

@@ -65,7 +65,6 @@ idem_row_init(IdemRow *row, text *scope, text *key)
 
 	ItemPointerSetInvalid(&row->tid);
 	row->own = false;
-	row->deferred = false;
 	row->all_values = palloc0(sizeof(Datum) * cat->natts);
 	row->all_isnull = palloc(sizeof(bool) * cat->natts);
 	for (i = 0; i < cat->natts; i++)
@@ -142,7 +141,6 @@ row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
 	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
 	row->tid = tuple->t_self;
 	row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
-	row->deferred = false;
 
 	slot_getallattrs(slot);
 	row->all_values = palloc(sizeof(Datum) * cat->natts);

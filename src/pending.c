@@ -324,7 +324,6 @@ deferred_row(PendingKey *pk, IdemRow *row)
 
 	idem_row_init(row, pk->scope, pk->key);
 	row->own = true;
-	row->deferred = true;
 	idem_row_set(row, IDEM_COL_STATUS,
 				 ObjectIdGetDatum(completed ? cat->status_completed : cat->status_in_progress),
 				 false);
