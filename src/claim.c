@@ -65,14 +65,10 @@ add_positive_interval(TimestampTz now, Interval *span, const char *argname)
 static bool
 fingerprint_differs(text *given, const IdemRow *row)
 {
-	text	   *stored;
-
 	if (given == NULL || row->isnull[IDEM_COL_FINGERPRINT])
 		return false;
-	stored = (text *) DatumGetPointer(row->values[IDEM_COL_FINGERPRINT]);
-	return VARSIZE_ANY_EXHDR(given) != VARSIZE_ANY_EXHDR(stored) ||
-		memcmp(VARDATA_ANY(given), VARDATA_ANY(stored),
-			   VARSIZE_ANY_EXHDR(given)) != 0;
+	return !idem_text_equal(given,
+							DatumGetTextPP(row->values[IDEM_COL_FINGERPRINT]));
 }
 
 /* Decide from a row that is committed or ours */

@@ -117,6 +117,7 @@ extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,
 extern void idem_keys_insert(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
+extern bool idem_text_equal(const text *a, const text *b);
 extern void idem_row_init(IdemRow *row, text *scope, text *key);
 extern void idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull);
 extern bool idem_row_completed(const IdemRow *row);

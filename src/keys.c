@@ -160,12 +160,10 @@ row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
 		heap_freetuple(tuple);
 }
 
-/* Is this text datum equal to that text? */
-static bool
-text_datum_equal(Datum value, text *b)
+/* Are two texts equal byte for byte (as under the "C" collation)? */
+bool
+idem_text_equal(const text *a, const text *b)
 {
-	text	   *a = (text *) DatumGetPointer(value);
-
 	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
@@ -205,7 +203,8 @@ idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 		Datum		k = slot_getattr(slot, cat->attnum[IDEM_COL_KEY], &isnull);
 		Datum		s = slot_getattr(slot, cat->attnum[IDEM_COL_SCOPE], &isnull);
 
-		if (text_datum_equal(k, key) && text_datum_equal(s, scope))
+		if (idem_text_equal(DatumGetTextPP(k), key) &&
+			idem_text_equal(DatumGetTextPP(s), scope))
 		{
 			row_from_slot(rel, slot, row);
 			found = true;
