@@ -205,7 +205,8 @@ idem_claim(PG_FUNCTION_ARGS)
 	idem_keys_lookup_begin(&lookup, rel, scope, key, SnapshotSelf);
 
 	/* read without the lock: replay, live lease and our own claim end here */
-	idem_key_watch(&keylock, scope, key);
+	idem_key_prepare(&keylock, scope, key);
+	idem_key_watch(&keylock);
 	found = idem_keys_lookup(&lookup, &row);
 	decision = decide(&row, found, fingerprint, now);
 	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)

@@ -136,12 +136,11 @@ typedef struct IdemKeyLock
 
 extern void idem_keylock_init(void);
 extern uint64 idem_key_hash(text *scope, text *key);
-extern void idem_key_watch(IdemKeyLock *kl, text *scope, text *key);
+extern void idem_key_prepare(IdemKeyLock *kl, text *scope, text *key);
+extern void idem_key_watch(IdemKeyLock *kl);
 extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
 extern bool idem_key_unchanged(const IdemKeyLock *kl);
 extern void idem_key_unlock(const IdemKeyLock *kl);
-extern bool idem_lock_key(text *scope, text *key, bool wait);
-extern void idem_unlock_key(text *scope, text *key);
 
 /*
  * Arguments shared by the SQL functions (args.c)
