@@ -36,6 +36,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -68,14 +69,23 @@ static struct
 static bool
 resume_valid(Oid relid)
 {
+	bool		committed;
+
 	if (resume.relid != relid || !TransactionIdIsValid(resume.xid))
 		return false;
 	if (TransactionIdIsCurrentTransactionId(resume.xid))
 		return true;
-	/* the commit log may no longer know a transaction that old */
-	if (TransactionIdPrecedes(resume.xid, IdemTransamVariables->oldestClogXid))
-		return false;
-	return TransactionIdDidCommit(resume.xid);
+
+	/*
+	 * The commit log may no longer know a transaction that old; the lock
+	 * keeps it from being truncated while we look (as pg_xact_status() does)
+	 */
+	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	committed = !TransactionIdPrecedes(resume.xid,
+									   IdemTransamVariables->oldestClogXid) &&
+		TransactionIdDidCommit(resume.xid);
+	LWLockRelease(XactTruncationLock);
+	return committed;
 }
 
 /* Is the slot's row under a lease that has not run out? */
