@@ -23,6 +23,7 @@
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -225,8 +226,12 @@ idem_sweeper_report(int64 keys, const char *error)
 		entry->last_run = GetCurrentTimestamp();
 		if (error != NULL)
 		{
+			/* cut on a character boundary */
+			int			len = pg_mbcliplen(error, strlen(error), IDEM_ERROR_LEN - 1);
+
 			entry->last_error_at = entry->last_run;
-			strlcpy(entry->last_error, error, IDEM_ERROR_LEN);
+			memcpy(entry->last_error, error, len);
+			entry->last_error[len] = '\0';
 		}
 	}
 	else if (!shared->full_reported)

@@ -61,9 +61,6 @@ PGDLLEXPORT void idem_sweeper_main(Datum main_arg);
 /* How long a sweeper waits for a lock before it gives up its run, in ms */
 #define SWEEPER_LOCK_TIMEOUT	"1000"
 
-/* Longest error message a sweeper records */
-#define SWEEPER_ERROR_LEN	256
-
 /* A database to visit */
 typedef struct SweepTarget
 {
@@ -380,8 +377,7 @@ sweep_database(void)
 	volatile bool installed = false;
 	volatile bool gave_way = false;
 	TimestampTz due = 0;
-	bool		failed = false;
-	char		error[SWEEPER_ERROR_LEN];
+	char	   *error = NULL;
 
 	PG_TRY();
 	{
@@ -433,15 +429,14 @@ sweep_database(void)
 		EmitErrorReport();
 		AbortOutOfAnyTransaction();
 		FlushErrorState();
-		strlcpy(error, edata->message, sizeof(error));
+		error = pstrdup(edata->message);
 		FreeErrorData(edata);
-		failed = true;
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
 
 	pgstat_report_activity(STATE_IDLE, NULL);
-	if (failed)
+	if (error != NULL)
 		idem_sweeper_report(total, error);
 	else if (installed)
 		idem_sweeper_report(total, NULL);
