@@ -124,6 +124,14 @@ extern bool idem_row_completed(const IdemRow *row);
 extern bool idem_row_live(const IdemRow *row, TimestampTz now);
 
 /*
+ * The extension's advisory lock spaces: the last field of the lock tag,
+ * shown as pg_locks.objsubid, which pg_advisory_lock() sets to 1 or 2 and
+ * never to these.  Key locks are "ID", the launcher's lock "IE".
+ */
+#define IDEM_KEY_LOCK_SPACE			0x4944
+#define IDEM_LAUNCHER_LOCK_SPACE	0x4945
+
+/*
  * Per-key locks in the extension's own advisory lock space (keylock.c)
  */
 typedef struct IdemKeyLock

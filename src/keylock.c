@@ -44,9 +44,6 @@
 
 #include "idempotency.h"
 
-/* locktag_field4 of the extension's advisory locks, shown as pg_locks.objsubid */
-#define IDEM_LOCK_SPACE		0x4944
-
 /* Slots of commit counts; a power of two */
 #define KEY_SLOTS			4096
 
@@ -79,7 +76,7 @@ idem_key_prepare(IdemKeyLock *kl, text *scope, text *key)
 	uint64		h = idem_key_hash(scope, key);
 
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
-						 IDEM_LOCK_SPACE);
+						 IDEM_KEY_LOCK_SPACE);
 	kl->slot = (uint32) h & (KEY_SLOTS - 1);
 	kl->watched = false;
 }

@@ -40,6 +40,13 @@ PG_FUNCTION_INFO_V1(idem_stats_shared);
 /* Longest error message kept for a database, in bytes */
 #define IDEM_ERROR_LEN	256
 
+/*
+ * Columns of idem_stats_shared(): the counters, counters_since, and the
+ * sweeper's runs, keys, last run, last keys, last error and its time
+ */
+#define SWEEPER_COLUMNS	6
+#define STATS_COLUMNS	(IDEM_NUM_COUNTERS + 1 + SWEEPER_COLUMNS)
+
 /* One backend's counters, alone on its cache line(s) */
 typedef union IdemCounterSlot
 {
@@ -293,8 +300,8 @@ Datum
 idem_stats_shared(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[IDEM_NUM_COUNTERS + 7];
-	bool		isnull[IDEM_NUM_COUNTERS + 7];
+	Datum		values[STATS_COLUMNS];
+	bool		isnull[STATS_COLUMNS];
 	IdemSweeperState entry;
 	IdemSweeperState *found;
 	int			i;
