@@ -80,8 +80,13 @@ for i, line in enumerate(lines):
         continue
     src = open(path, encoding="utf-8").read().split("\n")
     n = len(block)
-    found = n > 0 and any(src[s:s + n] == block for s in range(len(src) - n + 1))
-    print("%s %s" % ("ok" if found else "FAILED", name))
+    if n > 0 and any(src[s:s + n] == block for s in range(len(src) - n + 1)):
+        print("ok %s" % name)
+        continue
+    missing = [b for b in block if b not in src]
+    why = ("this line is not in the file: %r" % missing[0]) if missing else \
+        "the lines are not consecutive there" if n else "the code block is empty"
+    print("FAILED %s (%s)" % (name, why))
 PY
 )
 if [ -z "$excerpts" ]; then
