@@ -166,37 +166,39 @@ sub run_pg_upgrade
 	return $ok;
 }
 
+# Run SQL and compare what it prints, or its error, with what is expected
+sub query_is
+{
+	my ($node, $sql, $expected, $name) = @_;
+	my ($ret, $stdout, $stderr) = psql_verbose($node, $sql);
+	return is($ret == 0 ? $stdout : $stderr, $expected, $name);
+}
+
 # The keys in the new cluster, which runs
 sub check_keys
 {
 	my ($new, $before) = @_;
 
-	is( $new->safe_psql($db,
-			"SELECT extversion FROM pg_extension WHERE extname = 'idempotency'"),
-		$before->{extversion},
-		'the extension keeps its version');
-	is($new->safe_psql($db, $all_keys),
-		$before->{keys}, 'every key keeps every column, the expired one too');
+	query_is($new,
+		"SELECT extversion FROM pg_extension WHERE extname = 'idempotency'",
+		$before->{extversion}, 'the extension keeps its version');
+	query_is($new, $all_keys, $before->{keys},
+		'every key keeps every column, the expired one too');
 
 	# The completed key
-	is( $new->safe_psql($db,
-			"SELECT outcome, response FROM idem_claim('paid', fingerprint => 'fp-1', scope => 'shop')"
-		),
+	query_is($new,
+		"SELECT outcome, response FROM idem_claim('paid', fingerprint => 'fp-1', scope => 'shop')",
 		$before->{replay},
 		'the completed key replays its exact response');
-	is( $new->safe_psql($db,
-			"SELECT outcome FROM idem_claim('paid', fingerprint => 'fp-2', scope => 'shop')"
-		),
-		'mismatch',
-		'the completed key keeps its fingerprint');
+	query_is($new,
+		"SELECT outcome FROM idem_claim('paid', fingerprint => 'fp-2', scope => 'shop')",
+		'mismatch', 'the completed key keeps its fingerprint');
 
 	# The leased key
-	is( $new->safe_psql($db,
-			"SELECT outcome, attempt FROM idem_claim('job', lease => '1 hour')"),
-		'in_progress|2',
-		'the leased key is in progress while its lease runs');
-	is($new->safe_psql($db, $job_state),
-		$before->{job},
+	query_is($new,
+		"SELECT outcome, attempt FROM idem_claim('job', lease => '1 hour')",
+		'in_progress|2', 'the leased key is in progress while its lease runs');
+	query_is($new, $job_state, $before->{job},
 		'the leased key keeps its attempt, recovery point and lease');
 	my ($ret, $stdout, $stderr) = psql_verbose($new,
 		"SELECT idem_checkpoint('job', 'step-3', attempt => 1)");
@@ -204,45 +206,42 @@ sub check_keys
 		$stderr,
 		qr/ERROR:  55000: attempt 1 of idempotency key "job" is stale/,
 		'the attempt taken over before the upgrade is still stale');
-	is( $new->safe_psql($db,
-			"SELECT idem_checkpoint('job', 'step-3', attempt => 2) IS NOT NULL"),
-		't',
-		'the current attempt checkpoints');
-	$new->safe_psql($db,
+	query_is($new,
+		"SELECT idem_checkpoint('job', 'step-3', attempt => 2) IS NOT NULL",
+		't', 'the current attempt checkpoints');
+	($ret, $stdout, $stderr) = psql_verbose($new,
 		q{SELECT idem_complete('job', '{"by": "attempt 2"}', attempt => 2)});
-	is( $new->safe_psql($db,
-			"SELECT outcome, response, attempt FROM idem_claim('job')"),
-		'replay|{"by": "attempt 2"}|2',
-		'the current attempt completes the key');
+	is($ret, 0, 'the current attempt completes the key') or diag($stderr);
+	query_is($new, "SELECT outcome, response, attempt FROM idem_claim('job')",
+		'replay|{"by": "attempt 2"}|2', 'the completed key replays');
 
 	# The expired key: gone for callers, and swept by the background worker
-	is($new->safe_psql($db, "SELECT count(*) FROM idem_lookup('old')"),
+	query_is($new, "SELECT count(*) FROM idem_lookup('old')",
 		'0', 'the expired key is not looked up');
 	$new->append_conf('postgresql.conf', "idempotency.sweep_interval = '1s'");
 	$new->reload;
 	ok( $new->poll_query_until($db,
 			"SELECT count(*) = 0 FROM idem_keys WHERE key = 'old'"),
 		'the background worker sweeps the expired key');
-	is( $new->safe_psql($db, q{
-		SELECT keys_swept >= 1, sweeper_runs >= 1, last_sweep_error IS NULL,
+	query_is(
+		$new, q{
+		SELECT keys_swept >= 1, sweeper_runs >= 1,
+		       coalesce(last_sweep_error, 'no error'),
 		       keys_in_progress, keys_completed, keys_expired
-		  FROM idem_stats}),
-		't|t|t|0|2|0',
+		  FROM idem_stats},
+		't|t|no error|0|2|0',
 		'idem_stats shows the sweep, and two completed keys');
-	is($new->safe_psql($db, 'SELECT count(*) FROM idem_keys'),
-		'2', 'two keys remain');
+	query_is($new, 'SELECT count(*) FROM idem_keys', '2', 'two keys remain');
 
 	# New claims
-	is( $new->safe_psql($db,
-			"SELECT outcome, attempt FROM idem_claim('new', lease => '1 hour')"),
-		'claimed|1',
-		'a new key is claimed');
-	$new->safe_psql($db,
+	query_is($new,
+		"SELECT outcome, attempt FROM idem_claim('new', lease => '1 hour')",
+		'claimed|1', 'a new key is claimed');
+	($ret, $stdout, $stderr) = psql_verbose($new,
 		q{SELECT idem_complete('new', '{"new": true}', attempt => 1)});
-	is( $new->safe_psql($db,
-			"SELECT outcome, response FROM idem_claim('new')"),
-		'replay|{"new": true}',
-		'the new key replays');
+	is($ret, 0, 'the new key is completed') or diag($stderr);
+	query_is($new, "SELECT outcome, response FROM idem_claim('new')",
+		'replay|{"new": true}', 'the new key replays');
 	return;
 }
 

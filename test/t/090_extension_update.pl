@@ -49,6 +49,14 @@ sub sql_ok
 	return $ret == 0;
 }
 
+# Run SQL and compare what it prints, or its error, with what is expected
+sub query_is
+{
+	my ($db, $sql, $expected, $name) = @_;
+	my ($ret, $stdout, $stderr) = run_sql($db, $sql);
+	return is($ret == 0 ? $stdout : $stderr, $expected, $name);
+}
+
 # Stop here, a test having failed: nothing more can be checked
 sub give_up
 {
@@ -80,7 +88,7 @@ sql_ok('updated', "CREATE EXTENSION idempotency VERSION '0.1'",
 	'version 0.1 is created')
   or give_up();
 
-$node->safe_psql(
+sql_ok(
 	'updated', qq{
 	BEGIN;
 	SELECT outcome FROM idem_claim('paid', fingerprint => 'fp-1', scope => 'shop');
@@ -89,7 +97,8 @@ $node->safe_psql(
 	SELECT outcome FROM idem_claim('job', lease => '1 hour');
 	SELECT idem_checkpoint('job', 'step-1', attempt => 1);
 	SELECT outcome FROM idem_claim('card', fingerprint => idem_fingerprint('{"amount": 10}'));
-});
+},
+	'keys are claimed under 0.1');
 
 # What callers see, as superuser and as another role
 my %answers = (
@@ -120,11 +129,8 @@ sub check_answers
 	for my $name (sort keys %answers)
 	{
 		my ($sql, $expected) = @{ $answers{$name} };
-		my ($ret, $stdout, $stderr) = run_sql('updated', $sql);
-		is($ret == 0 ? $stdout : $stderr, $expected, "$when: $name");
-		($ret, $stdout, $stderr) =
-		  run_sql('updated', "SET ROLE app; $sql");
-		is($ret == 0 ? $stdout : $stderr,
+		query_is('updated', $sql, $expected, "$when: $name");
+		query_is('updated', "SET ROLE app; $sql",
 			$expected, "$when, for another role: $name");
 	}
 	return;
@@ -154,30 +160,25 @@ is( $node->safe_psql('updated',
 
 is($node->safe_psql('updated', $keys_sql),
 	$keys_before, 'every key keeps every column it had under 0.1');
-my ($ret, $owners, $stderr) = run_sql('updated',
-	'SELECT string_agg(owner::text, \',\' ORDER BY scope, key) FROM idem_keys');
-is($ret == 0 ? $owners : $stderr,
+query_is('updated',
+	"SELECT string_agg(owner::text, ',' ORDER BY scope, key) FROM idem_keys",
 	'-,-,-', 'keys claimed under 0.1 have no owner (0, shown as -)');
 
 check_answers('after the update');
 
 # The leased key is finished by its attempt, and new keys work
-is( $node->safe_psql('updated',
-		"SELECT idem_checkpoint('job', 'step-2', attempt => 1) IS NOT NULL"),
-	't',
-	'the leased key checkpoints with attempt 1');
-$node->safe_psql('updated',
-	q{SELECT idem_complete('job', '{"done": true}', attempt => 1)});
-is( $node->safe_psql('updated',
-		"SELECT outcome, response, attempt FROM idem_claim('job')"),
-	'replay|{"done": true}|1',
+query_is('updated',
+	"SELECT idem_checkpoint('job', 'step-2', attempt => 1) IS NOT NULL",
+	't', 'the leased key checkpoints with attempt 1');
+sql_ok('updated',
+	q{SELECT idem_complete('job', '{"done": true}', attempt => 1)},
 	'the leased key completes with attempt 1');
-is( $node->safe_psql('updated',
-		"SET ROLE app; SELECT outcome, attempt FROM idem_claim('new', lease => '1 hour')"
-	),
-	'claimed|1',
-	'a new key is claimed after the update');
-is($node->safe_psql('updated', 'SELECT count(*) FROM idem_keys'),
+query_is('updated', "SELECT outcome, response, attempt FROM idem_claim('job')",
+	'replay|{"done": true}|1', 'the completed leased key replays');
+query_is('updated',
+	"SET ROLE app; SELECT outcome, attempt FROM idem_claim('new', lease => '1 hour')",
+	'claimed|1', 'a new key is claimed after the update');
+query_is('updated', 'SELECT count(*) FROM idem_keys',
 	'4', 'four keys, none lost and none twice');
 
 #
