@@ -329,7 +329,8 @@ sub attver_reason
 		'postgres', q{
 		BEGIN;
 		CREATE TABLE attver_probe (a int);
-		SELECT option FROM pg_attribute, pg_options_to_table(attoptions)
+		SELECT option_name || '=' || option_value
+		  FROM pg_attribute, pg_options_to_table(attoptions)
 		 WHERE attrelid = 'attver_probe'::regclass AND attnum = 1
 		   AND option_name = 'pg_attver';
 		ROLLBACK;
