@@ -64,8 +64,9 @@ sub show_upgrade_logs
 		{
 			wanted => sub {
 				return unless -f $_ && /\.(log|txt)$/;
-				diag("=== $File::Find::name ===\n"
-					  . slurp_file($File::Find::name));
+				my @lines = split /\n/, slurp_file($File::Find::name);
+				splice(@lines, 0, -40);
+				diag(join("\n", "=== $File::Find::name (end) ===", @lines));
 			},
 			no_chdir => 1
 		},
@@ -320,7 +321,7 @@ sub old15_missing
 
 # PostgreSQL 15.20 stamps every column with the attribute option pg_attver,
 # which older releases of newer majors do not know; then the restore that
-# pg_upgrade runs fails for every database, with or without the extension.
+# pg_upgrade runs fails on every table, with or without the extension.
 # Both halves are checked on the two clusters, and nothing is left behind.
 sub attver_reason
 {
@@ -349,7 +350,7 @@ sub attver_reason
 	return "PostgreSQL $old_version stamps every column with the "
 	  . "attribute option pg_attver, which $new_version rejects "
 	  . "(unrecognized parameter \"pg_attver\"): pg_upgrade's restore "
-	  . "fails for every database, with or without the extension";
+	  . "fails on every table, with or without the extension";
 }
 
 subtest 'pg_upgrade from PostgreSQL 15 to the major under test' => sub {
