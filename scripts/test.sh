@@ -33,10 +33,11 @@ failed=0
 ran=""
 
 # Count pg_regress / isolation results: "test name ... ok" or "... FAILED"
+# (up to 15), "ok N - name" or "not ok N - name" (16 and later)
 count_regress() {
 	local ok bad
-	ok=$(grep -cE '\.\.\. ok( |$)' "$log" || true)
-	bad=$(grep -cE '\.\.\. FAILED' "$log" || true)
+	ok=$(grep -cE '\.\.\. ok( |$)|^ok [0-9]+ ' "$log" || true)
+	bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$log" || true)
 	passed=$((passed + ok))
 	failed=$((failed + bad))
 }
@@ -65,7 +66,7 @@ run_suite() {
 	if [ "$name" = tap ]; then count_tap; else count_regress; fi
 	if [ "$rc" -ne 0 ]; then
 		# a suite that failed without reporting a failed test still failed
-		grep -qE 'FAILED|Failed [0-9]+/' "$log" || failed=$((failed + 1))
+		grep -qE 'FAILED|Failed [0-9]+/|^not ok [0-9]+ ' "$log" || failed=$((failed + 1))
 		for f in "$tree/regression.diffs" "$tree/output_iso/regression.diffs"; do
 			[ -s "$f" ] && { echo "---- $f"; head -n 200 "$f"; }
 		done

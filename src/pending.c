@@ -30,7 +30,7 @@
  *
  * Entries are found by a linear search while there are few of them, as in
  * the usual transaction that claims one key; past INDEX_THRESHOLD a hash
- * table on (scope, key) is built, so that a transaction claiming many keys
+ * table on (owner, scope, key) is built, so that a transaction claiming many keys
  * does not pay a search of all the others for each.
  */
 #include "postgres.h"
@@ -48,8 +48,7 @@
 
 typedef struct PendingKey
 {
-	text	   *scope;
-	text	   *key;
+	IdemKeyName name;			/* texts copied */
 	bool		deferred;		/* the row is inserted at commit */
 	SubTransactionId completed_in;	/* idem_complete() completed it here, or
 									 * InvalidSubTransactionId */
@@ -73,24 +72,17 @@ typedef struct PendingKey
 /* Entries beyond which they are found through pending_index */
 #define INDEX_THRESHOLD		16
 
-/* The key of pending_index: the texts of the key's first entry */
-typedef struct PendingName
-{
-	text	   *scope;
-	text	   *key;
-} PendingName;
-
 /* An entry of pending_index: the key's entries, newest first */
 typedef struct PendingSlot
 {
-	PendingName name;
+	IdemKeyName name;			/* the texts of the key's first entry */
 	PendingKey *newest;
 } PendingSlot;
 
 /* Keys claimed by the current transaction, in TopTransactionContext */
 static List *pending_keys = NIL;
 
-/* pending_keys by (scope, key) once there are many, or NULL */
+/* pending_keys by (owner, scope, key) once there are many, or NULL */
 static HTAB *pending_index = NULL;
 
 /* Copy a text into TopTransactionContext */
@@ -108,34 +100,37 @@ deferred_active(PendingKey *pk)
 		pk->released_in == InvalidSubTransactionId;
 }
 
-/* Hash of a PendingName, by content */
+/* Are two key names the same key? */
+static bool
+name_equal(const IdemKeyName *a, const IdemKeyName *b)
+{
+	return a->owner == b->owner && idem_text_equal(a->key, b->key) &&
+		idem_text_equal(a->scope, b->scope);
+}
+
+/* Hash of an IdemKeyName, by content */
 static uint32
 pending_name_hash(const void *key, Size keysize)
 {
-	const PendingName *name = (const PendingName *) key;
-
-	return (uint32) idem_key_hash(name->scope, name->key);
+	return (uint32) idem_key_hash((const IdemKeyName *) key);
 }
 
-/* Compare two PendingNames by content; 0 when equal */
+/* Compare two IdemKeyNames by content; 0 when equal */
 static int
 pending_name_match(const void *key1, const void *key2, Size keysize)
 {
-	const PendingName *a = (const PendingName *) key1;
-	const PendingName *b = (const PendingName *) key2;
-
-	return (idem_text_equal(a->key, b->key) && idem_text_equal(a->scope, b->scope)) ? 0 : 1;
+	return name_equal((const IdemKeyName *) key1,
+					  (const IdemKeyName *) key2) ? 0 : 1;
 }
 
 /* Put an entry in pending_index, in front of older entries of its key */
 static void
 pending_index_add(PendingKey *pk)
 {
-	PendingName name = {pk->scope, pk->key};
 	PendingSlot *slot;
 	bool		found;
 
-	slot = hash_search(pending_index, &name, HASH_ENTER, &found);
+	slot = hash_search(pending_index, &pk->name, HASH_ENTER, &found);
 	pk->next_same = found ? slot->newest : NULL;
 	slot->newest = pk;
 }
@@ -147,7 +142,7 @@ pending_index_build(void)
 	HASHCTL		ctl;
 	ListCell   *lc;
 
-	ctl.keysize = sizeof(PendingName);
+	ctl.keysize = sizeof(IdemKeyName);
 	ctl.entrysize = sizeof(PendingSlot);
 	ctl.hash = pending_name_hash;
 	ctl.match = pending_name_match;
@@ -161,12 +156,11 @@ pending_index_build(void)
 
 /* The newest entry of a key that satisfies want, or NULL */
 static PendingKey *
-pending_find(text *scope, text *key, bool (*want) (PendingKey *))
+pending_find(const IdemKeyName *name, bool (*want) (PendingKey *))
 {
 	if (pending_index != NULL)
 	{
-		PendingName name = {scope, key};
-		PendingSlot *slot = hash_search(pending_index, &name, HASH_FIND, NULL);
+		PendingSlot *slot = hash_search(pending_index, name, HASH_FIND, NULL);
 		PendingKey *pk;
 
 		for (pk = slot ? slot->newest : NULL; pk != NULL; pk = pk->next_same)
@@ -183,7 +177,7 @@ pending_find(text *scope, text *key, bool (*want) (PendingKey *))
 		{
 			PendingKey *pk = (PendingKey *) lfirst(lc);
 
-			if (want(pk) && idem_text_equal(pk->key, key) && idem_text_equal(pk->scope, scope))
+			if (want(pk) && name_equal(&pk->name, name))
 				return pk;
 		}
 	}
@@ -199,27 +193,28 @@ is_written(PendingKey *pk)
 
 /* The entry of a claim that wrote its row, or NULL */
 static PendingKey *
-pending_find_written(text *scope, text *key)
+pending_find_written(const IdemKeyName *name)
 {
-	return pending_find(scope, key, is_written);
+	return pending_find(name, is_written);
 }
 
 /* The deferred claim of a key that still stands, or NULL */
 static PendingKey *
-pending_find_deferred(text *scope, text *key)
+pending_find_deferred(const IdemKeyName *name)
 {
-	return pending_find(scope, key, deferred_active);
+	return pending_find(name, deferred_active);
 }
 
 /* A new entry, in TopTransactionContext */
 static PendingKey *
-pending_new(text *scope, text *key, bool deferred)
+pending_new(const IdemKeyName *name, bool deferred)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *pk = palloc0(sizeof(PendingKey));
 
-	pk->scope = text_copy(scope);
-	pk->key = text_copy(key);
+	pk->name.owner = name->owner;
+	pk->name.scope = text_copy(name->scope);
+	pk->name.key = text_copy(name->key);
 	pk->deferred = deferred;
 	pending_keys = lappend(pending_keys, pk);
 	if (pending_index != NULL)
@@ -243,12 +238,12 @@ pending_set_tid(PendingKey *pk, ItemPointer tid)
  * row, and the version it wrote
  */
 void
-idem_pending_add(text *scope, text *key, ItemPointer tid)
+idem_pending_add(const IdemKeyName *name, ItemPointer tid)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	if (pk == NULL)
-		pk = pending_new(scope, key, false);
+		pk = pending_new(name, false);
 	/* claimed again: in progress again */
 	pk->completed_in = InvalidSubTransactionId;
 	pending_set_tid(pk, tid);
@@ -259,9 +254,9 @@ idem_pending_add(text *scope, text *key, ItemPointer tid)
  * subtransaction, writing the version at tid
  */
 void
-idem_pending_completed(text *scope, text *key, ItemPointer tid)
+idem_pending_completed(const IdemKeyName *name, ItemPointer tid)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	if (pk != NULL)
 	{
@@ -276,7 +271,7 @@ pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
 {
 	if (pk->tid_in == InvalidSubTransactionId)
 		return false;
-	return idem_keys_fetch_tid(rel, &pk->tid, pk->scope, pk->key, row);
+	return idem_keys_fetch_tid(rel, &pk->tid, &pk->name, row);
 }
 
 /*
@@ -285,19 +280,19 @@ pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
  * caller then searches the index.
  */
 bool
-idem_pending_fetch(Relation rel, text *scope, text *key, IdemRow *row)
+idem_pending_fetch(Relation rel, const IdemKeyName *name, IdemRow *row)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	return pk != NULL && pending_fetch_entry(rel, pk, row);
 }
 
 /* Make a deferred claim of a key that has no row */
 void
-idem_deferred_claim(text *scope, text *key, text *fingerprint,
+idem_deferred_claim(const IdemKeyName *name, text *fingerprint,
 					TimestampTz created_at, TimestampTz expires_at)
 {
-	PendingKey *pk = pending_new(scope, key, true);
+	PendingKey *pk = pending_new(name, true);
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 
 	pk->claimed_in = GetCurrentSubTransactionId();
@@ -314,7 +309,7 @@ deferred_row(PendingKey *pk, IdemRow *row)
 	const IdemCatalog *cat = idem_catalog();
 	bool		completed = pk->completed_in != InvalidSubTransactionId;
 
-	idem_row_init(row, pk->scope, pk->key);
+	idem_row_init(row, &pk->name);
 	row->own = true;
 	idem_row_set(row, IDEM_COL_STATUS,
 				 ObjectIdGetDatum(completed ? cat->status_completed : cat->status_in_progress),
@@ -332,13 +327,13 @@ deferred_row(PendingKey *pk, IdemRow *row)
 
 /* The row of this transaction's deferred claim of a key, if there is one */
 bool
-idem_deferred_row(text *scope, text *key, IdemRow *row)
+idem_deferred_row(const IdemKeyName *name, IdemRow *row)
 {
 	PendingKey *pk;
 
 	if (pending_keys == NIL)
 		return false;
-	pk = pending_find_deferred(scope, key);
+	pk = pending_find_deferred(name);
 	if (pk == NULL)
 		return false;
 	deferred_row(pk, row);
@@ -347,9 +342,10 @@ idem_deferred_row(text *scope, text *key, IdemRow *row)
 
 /* Complete a deferred claim with this response (NULL for none) */
 void
-idem_deferred_complete(text *scope, text *key, Jsonb *response, TimestampTz now)
+idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
+					   TimestampTz now)
 {
-	PendingKey *pk = pending_find_deferred(scope, key);
+	PendingKey *pk = pending_find_deferred(name);
 	MemoryContext oldcxt;
 
 	Assert(pk != NULL);
@@ -362,9 +358,9 @@ idem_deferred_complete(text *scope, text *key, Jsonb *response, TimestampTz now)
 
 /* Give up a deferred claim (idem_release(), idem_forget()) */
 void
-idem_deferred_drop(text *scope, text *key)
+idem_deferred_drop(const IdemKeyName *name)
 {
-	PendingKey *pk = pending_find_deferred(scope, key);
+	PendingKey *pk = pending_find_deferred(name);
 
 	Assert(pk != NULL);
 	pk->released_in = GetCurrentSubTransactionId();
@@ -436,7 +432,7 @@ complete_pending(void)
 		if (pk->completed_in != InvalidSubTransactionId)
 			continue;
 		if (!pending_fetch_entry(rel, pk, &row) &&
-			!idem_keys_fetch(rel, pk->scope, pk->key, SnapshotSelf, &row))
+			!idem_keys_fetch(rel, &pk->name, SnapshotSelf, &row))
 			continue;
 		if (!row.own || idem_row_completed(&row) ||
 			!row.isnull[IDEM_COL_LOCKED_UNTIL])
@@ -447,7 +443,7 @@ complete_pending(void)
 		idem_keys_update(rel, &row);
 		completed++;
 	}
-	table_close(rel, RowExclusiveLock);
+	table_close(rel, NoLock);
 	PopActiveSnapshot();
 	idem_count(IDEM_COUNT_COMPLETIONS, completed);
 }
