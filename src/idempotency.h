@@ -141,6 +141,19 @@ extern bool idem_keys_fetch(Relation rel, const IdemKeyName *name,
 extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid,
 								const IdemKeyName *name, IdemRow *row);
 extern void idem_keys_insert(Relation rel, IdemRow *row);
+
+/* Inserts of many rows through one executor state (keys.c) */
+typedef struct IdemWriter
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+	TupleTableSlot *slot;
+} IdemWriter;
+
+extern IdemWriter *idem_writer_begin(Relation rel);
+extern void idem_writer_insert(IdemWriter *writer, IdemRow *row);
+extern void idem_writer_end(IdemWriter *writer);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
 extern bool idem_text_equal(const text *a, const text *b);

@@ -345,10 +345,13 @@ static EState *
 writer_begin(Relation rel, ResultRelInfo **rri_out)
 {
 	EState	   *estate = CreateExecutorState();
+	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
+	/* everything it builds lives in the executor state's memory */
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
+	MemoryContextSwitchTo(oldcxt);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	*rri_out = rri;
 	return estate;
@@ -360,6 +363,55 @@ writer_end(EState *estate, ResultRelInfo *rri)
 {
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
+}
+
+/*
+ * Start inserting rows: one executor state, one set of open indexes and one
+ * slot for all of them, however many there are (the rows of a transaction's
+ * deferred claims, at commit)
+ */
+IdemWriter *
+idem_writer_begin(Relation rel)
+{
+	IdemWriter *writer = palloc(sizeof(IdemWriter));
+
+	writer->rel = rel;
+	writer->estate = writer_begin(rel, &writer->rri);
+	writer->slot = table_slot_create(rel, NULL);
+	return writer;
+}
+
+/*
+ * Insert a row through a writer; a concurrent duplicate raises
+ * unique_violation.  The row is seen by this command's later reads
+ * (SnapshotSelf), and by the next command once the writer ends.
+ */
+void
+idem_writer_insert(IdemWriter *writer, IdemRow *row)
+{
+	TupleTableSlot *slot = writer->slot;
+	int			natts = RelationGetDescr(writer->rel)->natts;
+
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, row->all_values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, row->all_isnull, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(writer->rel, slot, writer->estate->es_output_cid, 0, NULL);
+	list_free(idem_insert_index_tuples(writer->rri, slot, writer->estate, false));
+	ResetPerTupleExprContext(writer->estate);
+	row->tid = slot->tts_tid;
+	row->own = true;
+}
+
+/* Release a writer, and make what it inserted visible to the next command */
+void
+idem_writer_end(IdemWriter *writer)
+{
+	ExecDropSingleTupleTableSlot(writer->slot);
+	writer_end(writer->estate, writer->rri);
+	pfree(writer);
+	CommandCounterIncrement();
 }
 
 /* Form the row in a slot of the table's own type */
@@ -376,24 +428,14 @@ row_slot(Relation rel, IdemRow *row)
 	return slot;
 }
 
-/* Insert a new row; a concurrent duplicate raises unique_violation */
+/* Insert one new row; a concurrent duplicate raises unique_violation */
 void
 idem_keys_insert(Relation rel, IdemRow *row)
 {
-	ResultRelInfo *rri;
-	EState	   *estate = writer_begin(rel, &rri);
-	TupleTableSlot *slot = row_slot(rel, row);
-	List	   *recheck;
+	IdemWriter *writer = idem_writer_begin(rel);
 
-	table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
-	recheck = idem_insert_index_tuples(rri, slot, estate, false);
-	list_free(recheck);
-	row->tid = slot->tts_tid;
-	row->own = true;
-
-	ExecDropSingleTupleTableSlot(slot);
-	writer_end(estate, rri);
-	CommandCounterIncrement();
+	idem_writer_insert(writer, row);
+	idem_writer_end(writer);
 }
 
 /*

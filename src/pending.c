@@ -26,7 +26,11 @@
  *
  * Every change is stamped with the subtransaction that made it, and undone
  * when that subtransaction (or one around it) rolls back, as the row would
- * have been.
+ * have been.  A change made inside a subtransaction first logs the entry as
+ * it was (undo_log); a rollback to a savepoint restores, from the end of the
+ * log, what was changed since the savepoint, and so costs in proportion to
+ * what the savepoint did, not to every key of the transaction.  Changes at
+ * the top level are not logged: only the end of the transaction undoes them.
  *
  * Entries are found by a linear search while there are few of them, as in
  * the usual transaction that claims one key; past INDEX_THRESHOLD a hash
@@ -84,6 +88,23 @@ static List *pending_keys = NIL;
 
 /* pending_keys by (owner, scope, key) once there are many, or NULL */
 static HTAB *pending_index = NULL;
+
+/* An entry as it was before a change made in subtransaction 'subid' */
+typedef struct PendingUndo
+{
+	PendingKey *pk;
+	SubTransactionId subid;
+	PendingKey	before;
+} PendingUndo;
+
+/*
+ * Changes made in subtransactions, oldest first, in TopTransactionContext.
+ * Subtransaction ids grow, so the changes made since a subtransaction
+ * started are the ones at the end with an id at least its own.
+ */
+static PendingUndo *undo_log = NULL;
+static int	undo_len = 0;
+static int	undo_size = 0;
 
 /* Copy a text into TopTransactionContext */
 static text *
@@ -225,6 +246,28 @@ pending_new(const IdemKeyName *name, bool deferred)
 	return pk;
 }
 
+/* Log an entry as it is, before a change made in a subtransaction */
+static void
+pending_remember(PendingKey *pk)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	PendingUndo *undo;
+
+	if (subid == TopSubTransactionId)
+		return;
+	if (undo_len == undo_size)
+	{
+		undo_size = undo_size == 0 ? 64 : undo_size * 2;
+		undo_log = undo_log == NULL ?
+			MemoryContextAlloc(TopTransactionContext, sizeof(PendingUndo) * undo_size) :
+			repalloc(undo_log, sizeof(PendingUndo) * undo_size);
+	}
+	undo = &undo_log[undo_len++];
+	undo->pk = pk;
+	undo->subid = subid;
+	undo->before = *pk;
+}
+
 /* Remember where this transaction wrote the key's row last */
 static void
 pending_set_tid(PendingKey *pk, ItemPointer tid)
@@ -244,6 +287,7 @@ idem_pending_add(const IdemKeyName *name, ItemPointer tid)
 
 	if (pk == NULL)
 		pk = pending_new(name, false);
+	pending_remember(pk);
 	/* claimed again: in progress again */
 	pk->completed_in = InvalidSubTransactionId;
 	pending_set_tid(pk, tid);
@@ -260,6 +304,7 @@ idem_pending_completed(const IdemKeyName *name, ItemPointer tid)
 
 	if (pk != NULL)
 	{
+		pending_remember(pk);
 		pk->completed_in = GetCurrentSubTransactionId();
 		pending_set_tid(pk, tid);
 	}
@@ -295,6 +340,7 @@ idem_deferred_claim(const IdemKeyName *name, text *fingerprint,
 	PendingKey *pk = pending_new(name, true);
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 
+	pending_remember(pk);
 	pk->claimed_in = GetCurrentSubTransactionId();
 	pk->fingerprint = fingerprint ? text_copy(fingerprint) : NULL;
 	pk->created_at = created_at;
@@ -349,6 +395,7 @@ idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
 	MemoryContext oldcxt;
 
 	Assert(pk != NULL);
+	pending_remember(pk);
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	pk->response = response ? (Jsonb *) PG_DETOAST_DATUM_COPY(PointerGetDatum(response)) : NULL;
 	MemoryContextSwitchTo(oldcxt);
@@ -363,6 +410,7 @@ idem_deferred_drop(const IdemKeyName *name)
 	PendingKey *pk = pending_find_deferred(name);
 
 	Assert(pk != NULL);
+	pending_remember(pk);
 	pk->released_in = GetCurrentSubTransactionId();
 }
 
@@ -383,7 +431,13 @@ commit_has_work(void)
 	return false;
 }
 
-/* Write the deferred claims, and complete the written keys still in progress */
+/*
+ * Write the deferred claims, and complete the written keys still in
+ * progress.  However many keys there are, the deferred rows go through one
+ * executor state (IdemWriter), and each key's row is built in a memory
+ * context that is reset before the next: COMMIT costs per key what it costs
+ * for one.
+ */
 static void
 complete_pending(void)
 {
@@ -392,6 +446,9 @@ complete_pending(void)
 	TimestampTz now;
 	ListCell   *lc;
 	int64		completed = 0;
+	IdemWriter *writer = NULL;
+	MemoryContext row_cxt;
+	MemoryContext oldcxt;
 
 	if (!commit_has_work())
 		return;
@@ -408,6 +465,9 @@ complete_pending(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* not idem_keys_open(): the claim passed its checks as its caller */
 	rel = table_open(cat->keys_relid, RowExclusiveLock);
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext,
+									"idempotency commit row",
+									ALLOCSET_DEFAULT_SIZES);
 	foreach(lc, pending_keys)
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
@@ -424,25 +484,36 @@ complete_pending(void)
 				pk->response = NULL;
 				completed++;
 			}
+			if (writer == NULL)
+				writer = idem_writer_begin(rel);
+			oldcxt = MemoryContextSwitchTo(row_cxt);
 			deferred_row(pk, &row);
-			idem_keys_insert(rel, &row);
+			idem_writer_insert(writer, &row);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(row_cxt);
 			continue;
 		}
 
 		if (pk->completed_in != InvalidSubTransactionId)
 			continue;
-		if (!pending_fetch_entry(rel, pk, &row) &&
-			!idem_keys_fetch(rel, &pk->name, SnapshotSelf, &row))
-			continue;
-		if (!row.own || idem_row_completed(&row) ||
-			!row.isnull[IDEM_COL_LOCKED_UNTIL])
-			continue;
-		idem_row_set(&row, IDEM_COL_STATUS,
-					 ObjectIdGetDatum(cat->status_completed), false);
-		idem_row_set(&row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(now), false);
-		idem_keys_update(rel, &row);
-		completed++;
+		oldcxt = MemoryContextSwitchTo(row_cxt);
+		if ((pending_fetch_entry(rel, pk, &row) ||
+			 idem_keys_fetch(rel, &pk->name, SnapshotSelf, &row)) &&
+			row.own && !idem_row_completed(&row) &&
+			row.isnull[IDEM_COL_LOCKED_UNTIL])
+		{
+			idem_row_set(&row, IDEM_COL_STATUS,
+						 ObjectIdGetDatum(cat->status_completed), false);
+			idem_row_set(&row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(now), false);
+			idem_keys_update(rel, &row);
+			completed++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(row_cxt);
 	}
+	if (writer != NULL)
+		idem_writer_end(writer);
+	MemoryContextDelete(row_cxt);
 	table_close(rel, NoLock);
 	PopActiveSnapshot();
 	idem_count(IDEM_COUNT_COMPLETIONS, completed);
@@ -464,9 +535,11 @@ pending_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			/* both lived in TopTransactionContext, which is going away */
+			/* all lived in TopTransactionContext, which is going away */
 			pending_keys = NIL;
 			pending_index = NULL;
+			undo_log = NULL;
+			undo_len = undo_size = 0;
 			break;
 		default:
 			break;
@@ -475,33 +548,24 @@ pending_xact_callback(XactEvent event, void *arg)
 
 /*
  * Subtransaction callback: a rollback to a savepoint undoes the claims,
- * completions, releases and row versions made since.  Subtransaction ids
- * grow, and every subtransaction started after this one is inside it, so
- * those changes carry an id at least this one's.
+ * completions, releases and row versions made since, from the end of the
+ * undo log.  Every change made since the subtransaction started carries an
+ * id at least its own, and every change made before it a smaller one.
  */
 static void
 pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						 SubTransactionId parentSubid, void *arg)
 {
-	ListCell   *lc;
-
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
-	foreach(lc, pending_keys)
+	while (undo_len > 0 && undo_log[undo_len - 1].subid >= mySubid)
 	{
-		PendingKey *pk = (PendingKey *) lfirst(lc);
+		PendingUndo *undo = &undo_log[--undo_len];
+		PendingKey *next_same = undo->pk->next_same;
 
-		if (pk->claimed_in != InvalidSubTransactionId && pk->claimed_in >= mySubid)
-			pk->claimed_in = InvalidSubTransactionId;
-		if (pk->released_in != InvalidSubTransactionId && pk->released_in >= mySubid)
-			pk->released_in = InvalidSubTransactionId;
-		if (pk->completed_in != InvalidSubTransactionId && pk->completed_in >= mySubid)
-		{
-			pk->completed_in = InvalidSubTransactionId;
-			pk->response = NULL;
-		}
-		if (pk->tid_in != InvalidSubTransactionId && pk->tid_in >= mySubid)
-			pk->tid_in = InvalidSubTransactionId;
+		/* the index chain is not part of what changed */
+		*undo->pk = undo->before;
+		undo->pk->next_same = next_same;
 	}
 }
 
