@@ -63,6 +63,24 @@ SELECT outcome FROM idem_claim('cat-3');
 -- the key claimed since the sweep is there
 SELECT key, status FROM idem_keys ORDER BY key;
 
+-- an enum label renamed, as a new session sees it
+ALTER TYPE idem_outcome RENAME VALUE 'replay' TO 'replayed';
+\c -
+\set SHOW_CONTEXT never
+SELECT * FROM idem_claim('cat-4');
+\echo :LAST_ERROR_SQLSTATE
+ALTER TYPE idem_outcome RENAME VALUE 'replayed' TO 'replay';
+SELECT outcome FROM idem_claim('cat-3');
+
+-- a claim of a transaction that then drops the extension goes with it, even
+-- when the transaction creates the extension again
+BEGIN;
+SELECT outcome FROM idem_claim('cat-5');
+DROP EXTENSION idempotency;
+CREATE EXTENSION idempotency;
+COMMIT;
+SELECT count(*) AS keys FROM idem_keys;
+
 -- the result type of idem_claim() altered: what the error says to do works
 ALTER TYPE idem_claim_result DROP ATTRIBUTE expires_at;
 SELECT * FROM idem_claim('cat-4');

@@ -28,6 +28,7 @@
 #include "commands/extension.h"
 #include "funcapi.h"
 #include "parser/parse_type.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -109,7 +110,11 @@ enum_label_oid(Oid typid, const char *label)
 	oid = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 						  ObjectIdGetDatum(typid), CStringGetDatum(label));
 	if (!OidIsValid(oid))
-		elog(ERROR, "enum label \"%s\" of type %u does not exist", label, typid);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("label \"%s\" of type \"%s\" of extension \"idempotency\" does not exist",
+						label, format_type_be(typid)),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
 	return oid;
 }
 
@@ -389,6 +394,35 @@ idem_catalog(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"idempotency\" is not created in this database")));
 	return &cache;
+}
+
+/*
+ * Lock idem_keys and return its OID, the cache valid for it.  The lock is
+ * taken on the cached OID; if taking it brought news that the table changed
+ * meanwhile (DROP and CREATE EXTENSION in another session, say), the lock is
+ * given back and the cache filled again.  With nowait, InvalidOid if the
+ * lock is not free or the extension is gone; otherwise those are errors.
+ */
+Oid
+idem_catalog_lock_keys(LOCKMODE lockmode, bool nowait)
+{
+	for (;;)
+	{
+		const IdemCatalog *cat = nowait ? idem_catalog_if_installed() : idem_catalog();
+		Oid			relid;
+
+		if (cat == NULL)
+			return InvalidOid;
+		relid = cat->keys_relid;
+		if (!nowait)
+			LockRelationOid(relid, lockmode);
+		else if (!ConditionalLockRelationOid(relid, lockmode))
+			return InvalidOid;
+		/* taking the lock processed the invalidations that came before it */
+		if (cache_valid && cache.keys_relid == relid)
+			return relid;
+		UnlockRelationOid(relid, lockmode);
+	}
 }
 
 /* The extension's objects, or NULL if it is not created here */

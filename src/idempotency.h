@@ -92,6 +92,7 @@ typedef struct IdemCatalog
 extern void idem_catalog_init(void);
 extern const IdemCatalog *idem_catalog(void);
 extern const IdemCatalog *idem_catalog_if_installed(void);
+extern Oid	idem_catalog_lock_keys(LOCKMODE lockmode, bool nowait);
 
 /*
  * Which key: the role it belongs to, its scope and the key itself.  Owner

@@ -43,7 +43,7 @@
 Relation
 idem_keys_open(LOCKMODE lockmode)
 {
-	Relation	rel = table_open(idem_catalog()->keys_relid, lockmode);
+	Relation	rel = table_open(idem_catalog_lock_keys(lockmode, false), NoLock);
 
 	if (rel->rd_rel->relrowsecurity &&
 		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED)

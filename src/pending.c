@@ -53,6 +53,7 @@
 typedef struct PendingKey
 {
 	IdemKeyName name;			/* texts copied */
+	Oid			relid;			/* the idem_keys it was claimed in */
 	bool		deferred;		/* the row is inserted at commit */
 	SubTransactionId completed_in;	/* idem_complete() completed it here, or
 									 * InvalidSubTransactionId */
@@ -233,6 +234,7 @@ pending_new(const IdemKeyName *name, bool deferred)
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *pk = palloc0(sizeof(PendingKey));
 
+	pk->relid = idem_catalog()->keys_relid;
 	pk->name.owner = name->owner;
 	pk->name.scope = text_copy(name->scope);
 	pk->name.key = text_copy(name->key);
@@ -472,6 +474,10 @@ complete_pending(void)
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
 		IdemRow		row;
+
+		/* a claim made in a table that this transaction dropped went with it */
+		if (pk->relid != cat->keys_relid)
+			continue;
 
 		if (pk->deferred)
 		{

@@ -110,8 +110,9 @@ leased(TupleTableSlot *slot, const IdemCatalog *cat, TimestampTz now)
 int64
 idem_sweep_keys(int64 max_rows, bool nowait)
 {
-	const IdemCatalog *cat = idem_catalog();
+	const IdemCatalog *cat;
 	TimestampTz now = GetCurrentTimestamp();
+	Oid			relid;
 	Relation	rel;
 	Relation	index;
 	IndexScanDesc scan;
@@ -123,27 +124,18 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 	CommandId	cid;
 	int64		deleted = 0;
 
+	/* with nowait, a table that is locked or gone is left for the next run */
+	relid = idem_catalog_lock_keys(RowExclusiveLock, nowait);
+	if (!OidIsValid(relid))
+		return 0;
+	cat = idem_catalog();
 	if (!OidIsValid(cat->expires_indexid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"idem_keys\" has no btree index on expires_at"),
 				 errdetail("The sweep deletes expired keys in the order of that index."),
 				 errhint("Create one with CREATE INDEX ON idem_keys (expires_at).")));
-
-	if (nowait)
-	{
-		if (!ConditionalLockRelationOid(cat->keys_relid, RowExclusiveLock))
-			return 0;
-		/* DROP EXTENSION may have committed just before we got the lock */
-		rel = try_table_open(cat->keys_relid, NoLock);
-		if (rel == NULL)
-		{
-			UnlockRelationOid(cat->keys_relid, RowExclusiveLock);
-			return 0;
-		}
-	}
-	else
-		rel = table_open(cat->keys_relid, RowExclusiveLock);
+	rel = table_open(relid, NoLock);
 	index = index_open(cat->expires_indexid, AccessShareLock);
 
 	cid = GetCurrentCommandId(true);
