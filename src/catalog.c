@@ -171,7 +171,6 @@ idem_catalog_fill(void)
 	if (cache.claim_result != NULL)
 		FreeTupleDesc(cache.claim_result);
 	memset(&cache, 0, sizeof(cache));
-	cache.namespace = nsp;
 	cache.keys_relid = relid;
 
 	rel = table_open(relid, AccessShareLock);

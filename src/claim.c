@@ -42,6 +42,19 @@ typedef enum ClaimDecision
 	DECIDE_NEW					/* no live row: insert or replace */
 } ClaimDecision;
 
+/* A claim's arguments, checked, and what follows from them */
+typedef struct ClaimArgs
+{
+	text	   *key;
+	text	   *scope;
+	text	   *fingerprint;	/* or NULL */
+	Interval   *lease;			/* or NULL: a transactional claim */
+	bool		wait;
+	TimestampTz now;
+	TimestampTz expires_at;
+	TimestampTz locked_until;	/* with a lease */
+} ClaimArgs;
+
 /* now + interval, checking that the interval is positive */
 static TimestampTz
 add_positive_interval(TimestampTz now, Interval *span, const char *argname)
@@ -65,14 +78,10 @@ add_positive_interval(TimestampTz now, Interval *span, const char *argname)
 static bool
 fingerprint_differs(text *given, const IdemRow *row)
 {
-	text	   *stored;
-
 	if (given == NULL || row->isnull[IDEM_COL_FINGERPRINT])
 		return false;
-	stored = (text *) DatumGetPointer(row->values[IDEM_COL_FINGERPRINT]);
-	return VARSIZE_ANY_EXHDR(given) != VARSIZE_ANY_EXHDR(stored) ||
-		memcmp(VARDATA_ANY(given), VARDATA_ANY(stored),
-			   VARSIZE_ANY_EXHDR(given)) != 0;
+	return !idem_text_equal(given,
+							DatumGetTextPP(row->values[IDEM_COL_FINGERPRINT]));
 }
 
 /* Decide from a row that is committed or ours */
@@ -140,135 +149,63 @@ answer(IdemOutcome outcome, const IdemRow *row, bool takeover)
 	return claim_result(outcome, row);
 }
 
-/* Answer a decision that needs no write */
-static Datum
-answer_read(ClaimDecision decision, const IdemRow *row)
+/* The outcome of a decision that needs no write */
+static IdemOutcome
+outcome_of(ClaimDecision decision)
 {
 	switch (decision)
 	{
 		case DECIDE_CLAIMED:
-			return answer(IDEM_OUTCOME_CLAIMED, row, false);
+			return IDEM_OUTCOME_CLAIMED;
 		case DECIDE_REPLAY:
-			return answer(IDEM_OUTCOME_REPLAY, row, false);
+			return IDEM_OUTCOME_REPLAY;
 		case DECIDE_IN_PROGRESS:
-			return answer(IDEM_OUTCOME_IN_PROGRESS, row, false);
+			return IDEM_OUTCOME_IN_PROGRESS;
 		case DECIDE_MISMATCH:
-			return answer(IDEM_OUTCOME_MISMATCH, row, false);
+			return IDEM_OUTCOME_MISMATCH;
 		default:
 			elog(ERROR, "claim decision %d needs a write", (int) decision);
 	}
 	pg_unreachable();
 }
 
-/*
- * idem_claim(key, fingerprint, ttl, scope, wait, lease)
- *		returns (outcome, response, attempt, recovery_point, expires_at)
- */
-Datum
-idem_claim(PG_FUNCTION_ARGS)
+/* Does this decision write the key's row? */
+static bool
+needs_write(ClaimDecision decision)
 {
-	text	   *key = idem_key_arg(fcinfo, 0);
-	text	   *fingerprint = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
-	text	   *scope = idem_scope_arg(fcinfo, 3);
-	Interval   *lease = PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5);
-	TimestampTz now = GetCurrentStatementStartTimestamp();
-	TimestampTz expires_at;
-	TimestampTz locked_until = 0;
-	bool		wait;
-	IdemKeyLock keylock;
-	Relation	rel;
-	IdemLookup	lookup;
-	IdemRow		row;
-	bool		found;
-	bool		takeover;
-	ClaimDecision decision;
-	Datum		result;
+	return decision == DECIDE_NEW || decision == DECIDE_TAKEOVER;
+}
 
-	if (PG_ARGISNULL(4))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("wait must not be null")));
-	wait = PG_GETARG_BOOL(4);
-	if (PG_ARGISNULL(2))
-		expires_at = TimestampTzPlusMilliseconds(now, (int64) idem_default_ttl * 1000);
-	else
-		expires_at = add_positive_interval(now, PG_GETARG_INTERVAL_P(2), "ttl");
-	if (lease != NULL)
-	{
-		locked_until = add_positive_interval(now, lease, "lease");
-		/* a key is kept at least as long as it is leased */
-		if (expires_at < locked_until)
-			expires_at = locked_until;
-	}
-
-	/* a key this transaction claimed and will write at commit */
-	if (idem_deferred_row(scope, key, &row))
-		PG_RETURN_DATUM(answer_read(decide(&row, true, fingerprint, now), &row));
-
-	rel = idem_keys_open(RowExclusiveLock);
-	idem_keys_lookup_begin(&lookup, rel, scope, key, SnapshotSelf);
-
-	/* read without the lock: replay, live lease and our own claim end here */
-	idem_key_watch(&keylock, scope, key);
-	found = idem_keys_lookup(&lookup, &row);
-	decision = decide(&row, found, fingerprint, now);
-	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
-	{
-		idem_keys_lookup_end(&lookup);
-		result = answer_read(decision, &row);
-		table_close(rel, RowExclusiveLock);
-		PG_RETURN_DATUM(result);
-	}
-
-	/* serialise with every other writer of this key */
-	idem_prevent_write("idem_claim()");
-	if (!idem_key_lock(&keylock, wait))
-	{
-		idem_keys_lookup_end(&lookup);
-		result = answer(IDEM_OUTCOME_IN_PROGRESS, NULL, false);
-		table_close(rel, RowExclusiveLock);
-		PG_RETURN_DATUM(result);
-	}
-
-	/* read again, unless no row was found and none can have come since */
-	if (found || !idem_key_unchanged(&keylock))
-	{
-		found = idem_keys_lookup(&lookup, &row);
-		decision = decide(&row, found, fingerprint, now);
-	}
-	idem_keys_lookup_end(&lookup);
-	if (decision != DECIDE_NEW && decision != DECIDE_TAKEOVER)
-	{
-		/* nothing to write: let the next caller of this key in */
-		if (decision != DECIDE_CLAIMED)
-			idem_key_unlock(&keylock);
-		result = answer_read(decision, &row);
-		table_close(rel, RowExclusiveLock);
-		PG_RETURN_DATUM(result);
-	}
-
+/*
+ * Write the claim that a decision to write made: a deferred claim of a key
+ * that has no row, or a new row version.  'found' says whether *row holds
+ * the key's current row.
+ */
+static void
+write_claim(Relation rel, const ClaimArgs *args, IdemRow *row, bool found,
+			bool takeover)
+{
 	/*
 	 * A transactional claim of a key that has no row: the lock we hold keeps
 	 * everybody out until we end, so the row need only exist at commit.
 	 */
-	if (!found && lease == NULL)
+	if (!found && args->lease == NULL)
 	{
-		idem_deferred_claim(scope, key, fingerprint, now, expires_at);
-		idem_deferred_row(scope, key, &row);
-		result = answer(IDEM_OUTCOME_CLAIMED, &row, false);
-		table_close(rel, RowExclusiveLock);
-		PG_RETURN_DATUM(result);
+		idem_deferred_claim(args->scope, args->key, args->fingerprint,
+							args->now, args->expires_at);
+		idem_deferred_row(args->scope, args->key, row);
+		return;
 	}
 
-	takeover = (decision == DECIDE_TAKEOVER);
 	if (takeover)
 	{
 		/* a lease ran out: the next attempt resumes from the recovery point */
-		idem_row_set(&row, IDEM_COL_ATTEMPT,
-					 Int32GetDatum(DatumGetInt32(row.values[IDEM_COL_ATTEMPT]) + 1),
+		idem_row_set(row, IDEM_COL_ATTEMPT,
+					 Int32GetDatum(DatumGetInt32(row->values[IDEM_COL_ATTEMPT]) + 1),
 					 false);
-		if (row.isnull[IDEM_COL_FINGERPRINT] && fingerprint != NULL)
-			idem_row_set(&row, IDEM_COL_FINGERPRINT, PointerGetDatum(fingerprint), false);
+		if (row->isnull[IDEM_COL_FINGERPRINT] && args->fingerprint != NULL)
+			idem_row_set(row, IDEM_COL_FINGERPRINT,
+						 PointerGetDatum(args->fingerprint), false);
 	}
 	else
 	{
@@ -282,33 +219,134 @@ idem_claim(PG_FUNCTION_ARGS)
 
 		if (found)
 		{
-			old_tid = row.tid;
-			if (!idem_row_completed(&row))
-				attempt = DatumGetInt32(row.values[IDEM_COL_ATTEMPT]) + 1;
+			old_tid = row->tid;
+			if (!idem_row_completed(row))
+				attempt = DatumGetInt32(row->values[IDEM_COL_ATTEMPT]) + 1;
 		}
-		idem_row_init(&row, scope, key);
+		idem_row_init(row, args->scope, args->key);
 		if (found)
-			row.tid = old_tid;
-		idem_row_set(&row, IDEM_COL_ATTEMPT, Int32GetDatum(attempt), false);
-		idem_row_set(&row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(now), false);
-		idem_row_set(&row, IDEM_COL_FINGERPRINT, PointerGetDatum(fingerprint),
-					 fingerprint == NULL);
+			row->tid = old_tid;
+		idem_row_set(row, IDEM_COL_ATTEMPT, Int32GetDatum(attempt), false);
+		idem_row_set(row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(args->now), false);
+		idem_row_set(row, IDEM_COL_FINGERPRINT, PointerGetDatum(args->fingerprint),
+					 args->fingerprint == NULL);
 	}
-	idem_row_set(&row, IDEM_COL_STATUS,
+	idem_row_set(row, IDEM_COL_STATUS,
 				 ObjectIdGetDatum(idem_catalog()->status_in_progress), false);
-	idem_row_set(&row, IDEM_COL_EXPIRES_AT, TimestampTzGetDatum(expires_at), false);
-	idem_row_set(&row, IDEM_COL_LOCKED_UNTIL, TimestampTzGetDatum(locked_until),
-				 lease == NULL);
-	idem_row_set(&row, IDEM_COL_LEASE, IntervalPGetDatum(lease), lease == NULL);
+	idem_row_set(row, IDEM_COL_EXPIRES_AT, TimestampTzGetDatum(args->expires_at), false);
+	idem_row_set(row, IDEM_COL_LOCKED_UNTIL, TimestampTzGetDatum(args->locked_until),
+				 args->lease == NULL);
+	idem_row_set(row, IDEM_COL_LEASE, IntervalPGetDatum(args->lease),
+				 args->lease == NULL);
 
-	if (!found || idem_keys_update(rel, &row) == TM_Deleted)
-		idem_keys_insert(rel, &row);
+	if (!found || idem_keys_update(rel, row) == TM_Deleted)
+		idem_keys_insert(rel, row);
 
 	/* a transactional claim is completed when its transaction commits */
-	if (lease == NULL)
-		idem_pending_add(scope, key, &row.tid);
+	if (args->lease == NULL)
+		idem_pending_add(args->scope, args->key, &row->tid);
+}
 
-	result = answer(IDEM_OUTCOME_CLAIMED, &row, takeover);
+/*
+ * Decide a claim and make it.  Fills *row with the row to answer from, or
+ * sets *row_valid false when there is none (a busy key, with !wait), and
+ * *takeover when a lease was taken over.
+ */
+static IdemOutcome
+claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
+		  bool *takeover)
+{
+	IdemKeyLock keylock;
+	IdemLookup	lookup;
+	ClaimDecision decision;
+	bool		found;
+
+	*row_valid = true;
+	*takeover = false;
+
+	/* a key this transaction claimed and will write at commit */
+	if (idem_deferred_row(args->scope, args->key, row))
+		return outcome_of(decide(row, true, args->fingerprint, args->now));
+
+	idem_keys_lookup_begin(&lookup, rel, args->scope, args->key, SnapshotSelf);
+
+	/* read without the lock: replay, live lease and our own claim end here */
+	idem_key_prepare(&keylock, args->scope, args->key);
+	idem_key_watch(&keylock);
+	found = idem_keys_lookup(&lookup, row);
+	decision = decide(row, found, args->fingerprint, args->now);
+	if (needs_write(decision))
+	{
+		/* serialise with every other writer of this key */
+		idem_prevent_write("idem_claim()");
+		if (!idem_key_lock(&keylock, args->wait))
+		{
+			idem_keys_lookup_end(&lookup);
+			*row_valid = false;
+			return IDEM_OUTCOME_IN_PROGRESS;
+		}
+
+		/* read again, unless no row was found and none can have come since */
+		if (found || !idem_key_unchanged(&keylock))
+		{
+			found = idem_keys_lookup(&lookup, row);
+			decision = decide(row, found, args->fingerprint, args->now);
+		}
+
+		/* nothing to write after all: let the next caller of this key in */
+		if (!needs_write(decision) && decision != DECIDE_CLAIMED)
+			idem_key_unlock(&keylock);
+	}
+	idem_keys_lookup_end(&lookup);
+	if (!needs_write(decision))
+		return outcome_of(decision);
+
+	*takeover = (decision == DECIDE_TAKEOVER);
+	write_claim(rel, args, row, found, *takeover);
+	return IDEM_OUTCOME_CLAIMED;
+}
+
+/*
+ * idem_claim(key, fingerprint, ttl, scope, wait, lease)
+ *		returns (outcome, response, attempt, recovery_point, expires_at)
+ */
+Datum
+idem_claim(PG_FUNCTION_ARGS)
+{
+	ClaimArgs	args;
+	Relation	rel;
+	IdemRow		row;
+	bool		row_valid;
+	bool		takeover;
+	IdemOutcome outcome;
+
+	args.key = idem_key_arg(fcinfo, 0);
+	args.fingerprint = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	args.scope = idem_scope_arg(fcinfo, 3);
+	args.lease = PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5);
+	args.now = GetCurrentStatementStartTimestamp();
+	args.locked_until = 0;
+	if (PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("wait must not be null")));
+	args.wait = PG_GETARG_BOOL(4);
+	if (PG_ARGISNULL(2))
+		args.expires_at = TimestampTzPlusMilliseconds(args.now,
+													  (int64) idem_default_ttl * 1000);
+	else
+		args.expires_at = add_positive_interval(args.now, PG_GETARG_INTERVAL_P(2), "ttl");
+	if (args.lease != NULL)
+	{
+		args.locked_until = add_positive_interval(args.now, args.lease, "lease");
+		/* a key is kept at least as long as it is leased */
+		if (args.expires_at < args.locked_until)
+			args.expires_at = args.locked_until;
+	}
+
+	rel = idem_keys_open(RowExclusiveLock);
+	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
 	table_close(rel, RowExclusiveLock);
-	PG_RETURN_DATUM(result);
+
+	PG_RETURN_DATUM(answer(outcome, row_valid ? &row : NULL, takeover));
 }

@@ -65,7 +65,6 @@ typedef enum IdemOutcome
  */
 typedef struct IdemCatalog
 {
-	Oid			namespace;		/* the extension's schema */
 	Oid			keys_relid;		/* idem_keys */
 	Oid			pkey_indexid;	/* primary key (scope, key) */
 	Oid			expires_indexid;	/* index on expires_at */
@@ -90,7 +89,6 @@ typedef struct IdemRow
 {
 	ItemPointerData tid;
 	bool		own;			/* this version was written by our transaction */
-	bool		deferred;		/* a claim of ours not written yet (pending.c) */
 	Datum		values[IDEM_NUM_COLUMNS];
 	bool		isnull[IDEM_NUM_COLUMNS];
 	Datum	   *all_values;
@@ -119,10 +117,19 @@ extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,
 extern void idem_keys_insert(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
+extern bool idem_text_equal(const text *a, const text *b);
 extern void idem_row_init(IdemRow *row, text *scope, text *key);
 extern void idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull);
 extern bool idem_row_completed(const IdemRow *row);
 extern bool idem_row_live(const IdemRow *row, TimestampTz now);
+
+/*
+ * The extension's advisory lock spaces: the last field of the lock tag,
+ * shown as pg_locks.objsubid, which pg_advisory_lock() sets to 1 or 2 and
+ * never to these.  Key locks are "ID", the launcher's lock "IE".
+ */
+#define IDEM_KEY_LOCK_SPACE			0x4944
+#define IDEM_LAUNCHER_LOCK_SPACE	0x4945
 
 /*
  * Per-key locks in the extension's own advisory lock space (keylock.c)
@@ -137,12 +144,11 @@ typedef struct IdemKeyLock
 
 extern void idem_keylock_init(void);
 extern uint64 idem_key_hash(text *scope, text *key);
-extern void idem_key_watch(IdemKeyLock *kl, text *scope, text *key);
+extern void idem_key_prepare(IdemKeyLock *kl, text *scope, text *key);
+extern void idem_key_watch(IdemKeyLock *kl);
 extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
 extern bool idem_key_unchanged(const IdemKeyLock *kl);
 extern void idem_key_unlock(const IdemKeyLock *kl);
-extern bool idem_lock_key(text *scope, text *key, bool wait);
-extern void idem_unlock_key(text *scope, text *key);
 
 /*
  * Arguments shared by the SQL functions (args.c)

@@ -44,9 +44,6 @@
 
 #include "idempotency.h"
 
-/* locktag_field4 of the extension's advisory locks, shown as pg_locks.objsubid */
-#define IDEM_LOCK_SPACE		0x4944
-
 /* Slots of commit counts; a power of two */
 #define KEY_SLOTS			4096
 
@@ -73,22 +70,21 @@ idem_key_hash(text *scope, text *key)
 }
 
 /* Hash (scope, key), build its lock tag and pick its slot */
-static void
-key_lock_init(IdemKeyLock *kl, text *scope, text *key)
+void
+idem_key_prepare(IdemKeyLock *kl, text *scope, text *key)
 {
 	uint64		h = idem_key_hash(scope, key);
 
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
-						 IDEM_LOCK_SPACE);
+						 IDEM_KEY_LOCK_SPACE);
 	kl->slot = (uint32) h & (KEY_SLOTS - 1);
 	kl->watched = false;
 }
 
-/* Prepare a key's lock, and note its slot's count before the key is read */
+/* Note a prepared lock's slot count, before the key is read */
 void
-idem_key_watch(IdemKeyLock *kl, text *scope, text *key)
+idem_key_watch(IdemKeyLock *kl)
 {
-	key_lock_init(kl, scope, key);
 	kl->watched = (slot_commits != NULL && max_prepared_xacts == 0);
 	if (kl->watched)
 	{
@@ -126,31 +122,11 @@ idem_key_unchanged(const IdemKeyLock *kl)
 	return pg_atomic_read_u32(&slot_commits[kl->slot]) == kl->commits;
 }
 
-/* The same, from the key's texts */
-bool
-idem_lock_key(text *scope, text *key, bool wait)
-{
-	IdemKeyLock kl;
-
-	key_lock_init(&kl, scope, key);
-	return idem_key_lock(&kl, wait);
-}
-
 /* Give back one acquisition of a key's lock, for paths that wrote nothing */
 void
 idem_key_unlock(const IdemKeyLock *kl)
 {
 	LockRelease(&kl->tag, ExclusiveLock, false);
-}
-
-/* The same, from the key's texts */
-void
-idem_unlock_key(text *scope, text *key)
-{
-	IdemKeyLock kl;
-
-	key_lock_init(&kl, scope, key);
-	idem_key_unlock(&kl);
 }
 
 /* Count this transaction's commit in the slots of the locks it took */

@@ -65,7 +65,6 @@ idem_row_init(IdemRow *row, text *scope, text *key)
 
 	ItemPointerSetInvalid(&row->tid);
 	row->own = false;
-	row->deferred = false;
 	row->all_values = palloc0(sizeof(Datum) * cat->natts);
 	row->all_isnull = palloc(sizeof(bool) * cat->natts);
 	for (i = 0; i < cat->natts; i++)
@@ -142,7 +141,6 @@ row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
 	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
 	row->tid = tuple->t_self;
 	row->own = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
-	row->deferred = false;
 
 	slot_getallattrs(slot);
 	row->all_values = palloc(sizeof(Datum) * cat->natts);
@@ -162,12 +160,10 @@ row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
 		heap_freetuple(tuple);
 }
 
-/* Is this text datum equal to that text? */
-static bool
-text_datum_equal(Datum value, text *b)
+/* Are two texts equal byte for byte (as under the "C" collation)? */
+bool
+idem_text_equal(const text *a, const text *b)
 {
-	text	   *a = (text *) DatumGetPointer(value);
-
 	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
@@ -207,7 +203,8 @@ idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 		Datum		k = slot_getattr(slot, cat->attnum[IDEM_COL_KEY], &isnull);
 		Datum		s = slot_getattr(slot, cat->attnum[IDEM_COL_SCOPE], &isnull);
 
-		if (text_datum_equal(k, key) && text_datum_equal(s, scope))
+		if (idem_text_equal(DatumGetTextPP(k), key) &&
+			idem_text_equal(DatumGetTextPP(s), scope))
 		{
 			row_from_slot(rel, slot, row);
 			found = true;

@@ -30,9 +30,11 @@ PG_FUNCTION_INFO_V1(idem_lookup);
 
 /* Lock the key and read its row as the claim paths do */
 static bool
-fetch_locked(Relation rel, text *scope, text *key, IdemRow *row)
+fetch_locked(Relation rel, IdemKeyLock *kl, text *scope, text *key,
+			 IdemRow *row)
 {
-	idem_lock_key(scope, key, true);
+	idem_key_prepare(kl, scope, key);
+	idem_key_lock(kl, true);
 	return idem_keys_fetch(rel, scope, key, SnapshotSelf, row);
 }
 
@@ -117,6 +119,7 @@ idem_complete(PG_FUNCTION_ARGS)
 	text	   *key = idem_key_arg(fcinfo, 0);
 	text	   *scope = idem_scope_arg(fcinfo, 2);
 	TimestampTz now = GetCurrentStatementStartTimestamp();
+	IdemKeyLock keylock;
 	Relation	rel;
 	IdemRow		row;
 	bool		found;
@@ -149,7 +152,8 @@ idem_complete(PG_FUNCTION_ARGS)
 
 	rel = idem_keys_open(RowExclusiveLock);
 	/* a key this transaction claimed is read where the claim wrote it */
-	idem_lock_key(scope, key, true);
+	idem_key_prepare(&keylock, scope, key);
+	idem_key_lock(&keylock, true);
 	found = idem_pending_fetch(rel, scope, key, &row) ||
 		idem_keys_fetch(rel, scope, key, SnapshotSelf, &row);
 	check_in_progress(&row, found, key, now);
@@ -183,6 +187,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	text	   *scope = idem_scope_arg(fcinfo, 2);
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 	TimestampTz locked_until;
+	IdemKeyLock keylock;
 	Relation	rel;
 	IdemRow		row;
 	bool		found;
@@ -190,7 +195,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	idem_prevent_write("idem_checkpoint()");
 	rel = idem_keys_open(RowExclusiveLock);
 	found = idem_deferred_row(scope, key, &row) ||
-		fetch_locked(rel, scope, key, &row);
+		fetch_locked(rel, &keylock, scope, key, &row);
 	check_in_progress(&row, found, key, now);
 	if (row.isnull[IDEM_COL_LEASE])
 		ereport(ERROR,
@@ -229,6 +234,7 @@ idem_release(PG_FUNCTION_ARGS)
 	text	   *key = idem_key_arg(fcinfo, 0);
 	text	   *scope = idem_scope_arg(fcinfo, 1);
 	TimestampTz now = GetCurrentStatementStartTimestamp();
+	IdemKeyLock keylock;
 	Relation	rel;
 	IdemRow		row;
 	bool		found;
@@ -247,7 +253,7 @@ idem_release(PG_FUNCTION_ARGS)
 	}
 
 	rel = idem_keys_open(RowExclusiveLock);
-	found = fetch_locked(rel, scope, key, &row);
+	found = fetch_locked(rel, &keylock, scope, key, &row);
 	if (found && idem_row_live(&row, now))
 	{
 		check_in_progress(&row, found, key, now);
@@ -265,7 +271,7 @@ idem_release(PG_FUNCTION_ARGS)
 		}
 	}
 	if (!released)
-		idem_unlock_key(scope, key);
+		idem_key_unlock(&keylock);
 	table_close(rel, RowExclusiveLock);
 
 	if (released)
@@ -282,6 +288,7 @@ idem_forget(PG_FUNCTION_ARGS)
 {
 	text	   *key = idem_key_arg(fcinfo, 0);
 	text	   *scope = idem_scope_arg(fcinfo, 1);
+	IdemKeyLock keylock;
 	Relation	rel;
 	IdemRow		row;
 	bool		deleted = false;
@@ -294,10 +301,10 @@ idem_forget(PG_FUNCTION_ARGS)
 	}
 
 	rel = idem_keys_open(RowExclusiveLock);
-	if (fetch_locked(rel, scope, key, &row))
+	if (fetch_locked(rel, &keylock, scope, key, &row))
 		deleted = (idem_keys_delete(rel, &row.tid, true) == TM_Ok);
 	if (!deleted)
-		idem_unlock_key(scope, key);
+		idem_key_unlock(&keylock);
 	table_close(rel, RowExclusiveLock);
 
 	PG_RETURN_BOOL(deleted);

@@ -93,14 +93,6 @@ static List *pending_keys = NIL;
 /* pending_keys by (scope, key) once there are many, or NULL */
 static HTAB *pending_index = NULL;
 
-/* Is this text equal to that one? */
-static bool
-text_equal(text *a, text *b)
-{
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
-}
-
 /* Copy a text into TopTransactionContext */
 static text *
 text_copy(text *t)
@@ -132,7 +124,7 @@ pending_name_match(const void *key1, const void *key2, Size keysize)
 	const PendingName *a = (const PendingName *) key1;
 	const PendingName *b = (const PendingName *) key2;
 
-	return (text_equal(a->key, b->key) && text_equal(a->scope, b->scope)) ? 0 : 1;
+	return (idem_text_equal(a->key, b->key) && idem_text_equal(a->scope, b->scope)) ? 0 : 1;
 }
 
 /* Put an entry in pending_index, in front of older entries of its key */
@@ -191,7 +183,7 @@ pending_find(text *scope, text *key, bool (*want) (PendingKey *))
 		{
 			PendingKey *pk = (PendingKey *) lfirst(lc);
 
-			if (want(pk) && text_equal(pk->key, key) && text_equal(pk->scope, scope))
+			if (want(pk) && idem_text_equal(pk->key, key) && idem_text_equal(pk->scope, scope))
 				return pk;
 		}
 	}
@@ -324,7 +316,6 @@ deferred_row(PendingKey *pk, IdemRow *row)
 
 	idem_row_init(row, pk->scope, pk->key);
 	row->own = true;
-	row->deferred = true;
 	idem_row_set(row, IDEM_COL_STATUS,
 				 ObjectIdGetDatum(completed ? cat->status_completed : cat->status_in_progress),
 				 false);

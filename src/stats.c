@@ -23,6 +23,7 @@
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -38,6 +39,13 @@ PG_FUNCTION_INFO_V1(idem_stats_shared);
 
 /* Longest error message kept for a database, in bytes */
 #define IDEM_ERROR_LEN	256
+
+/*
+ * Columns of idem_stats_shared(): the counters, counters_since, and the
+ * sweeper's runs, keys, last run, last keys, last error and its time
+ */
+#define SWEEPER_COLUMNS	6
+#define STATS_COLUMNS	(IDEM_NUM_COUNTERS + 1 + SWEEPER_COLUMNS)
 
 /* One backend's counters, alone on its cache line(s) */
 typedef union IdemCounterSlot
@@ -225,8 +233,12 @@ idem_sweeper_report(int64 keys, const char *error)
 		entry->last_run = GetCurrentTimestamp();
 		if (error != NULL)
 		{
+			/* cut on a character boundary */
+			int			len = pg_mbcliplen(error, strlen(error), IDEM_ERROR_LEN - 1);
+
 			entry->last_error_at = entry->last_run;
-			strlcpy(entry->last_error, error, IDEM_ERROR_LEN);
+			memcpy(entry->last_error, error, len);
+			entry->last_error[len] = '\0';
 		}
 	}
 	else if (!shared->full_reported)
@@ -288,8 +300,8 @@ Datum
 idem_stats_shared(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[IDEM_NUM_COUNTERS + 7];
-	bool		isnull[IDEM_NUM_COUNTERS + 7];
+	Datum		values[STATS_COLUMNS];
+	bool		isnull[STATS_COLUMNS];
 	IdemSweeperState entry;
 	IdemSweeperState *found;
 	int			i;

@@ -17,13 +17,13 @@
  * batch that deletes as many rows as it was asked for leaves a mark where it
  * stopped, and the next batch of this backend starts there.
  *
- * A sweep is maintenance, and must not make claims wait for the CPU: every
- * YIELD_KEYS keys it lets any process that is ready to run go first.  When
- * no process is waiting, this costs one system call.
+ * A sweep is maintenance, and must not make claims wait for the CPU: the
+ * background worker sleeps on its latch between batches to keep under
+ * idempotency.sweep_rate_limit (worker.c).  Within a batch the sweep only
+ * checks for interrupts every INTERRUPT_KEYS keys, so that a long
+ * idem_sweep() can be cancelled.
  */
 #include "postgres.h"
-
-#include <sched.h>
 
 #include "access/genam.h"
 #include "access/relscan.h"
@@ -34,7 +34,9 @@
 #include "access/xact.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lwlock.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -45,8 +47,8 @@
 
 PG_FUNCTION_INFO_V1(idem_sweep);
 
-/* Keys a sweep deletes between two offers of the CPU to other processes */
-#define YIELD_KEYS	32
+/* Keys a sweep deletes between two checks for interrupts */
+#define INTERRUPT_KEYS	32
 
 /*
  * Where this backend's last full batch stopped: the expires_at of the last
@@ -67,14 +69,23 @@ static struct
 static bool
 resume_valid(Oid relid)
 {
+	bool		committed;
+
 	if (resume.relid != relid || !TransactionIdIsValid(resume.xid))
 		return false;
 	if (TransactionIdIsCurrentTransactionId(resume.xid))
 		return true;
-	/* the commit log may no longer know a transaction that old */
-	if (TransactionIdPrecedes(resume.xid, IdemTransamVariables->oldestClogXid))
-		return false;
-	return TransactionIdDidCommit(resume.xid);
+
+	/*
+	 * The commit log may no longer know a transaction that old; the lock
+	 * keeps it from being truncated while we look (as pg_xact_status() does)
+	 */
+	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	committed = !TransactionIdPrecedes(resume.xid,
+									   IdemTransamVariables->oldestClogXid) &&
+		TransactionIdDidCommit(resume.xid);
+	LWLockRelease(XactTruncationLock);
+	return committed;
 }
 
 /* Is the slot's row under a lease that has not run out? */
@@ -153,8 +164,8 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 		if (table_tuple_delete(rel, &slot->tts_tid, cid, snapshot,
 							   InvalidSnapshot, false, &tmfd, false) != TM_Ok)
 			continue;
-		if (++deleted % YIELD_KEYS == 0)
-			sched_yield();
+		if (++deleted % INTERRUPT_KEYS == 0)
+			CHECK_FOR_INTERRUPTS();
 		if (deleted == max_rows)
 		{
 			bool		isnull;

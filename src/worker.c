@@ -58,11 +58,8 @@ PGDLLEXPORT void idem_sweeper_main(Datum main_arg);
 /* Seconds before the postmaster restarts a launcher that failed */
 #define LAUNCHER_RESTART_TIME	5
 
-/* How long a sweeper waits for a lock before it gives up its run, in ms */
-#define SWEEPER_LOCK_TIMEOUT	"1000"
-
-/* Longest error message a sweeper records */
-#define SWEEPER_ERROR_LEN	256
+/* How long a sweeper waits for a lock before it gives up its run */
+#define SWEEPER_LOCK_TIMEOUT_MS	1000
 
 /* A database to visit */
 typedef struct SweepTarget
@@ -80,7 +77,7 @@ typedef struct SweepTarget
 static void
 launcher_locktag(LOCKTAG *tag)
 {
-	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0, 1, 0x4945);
+	SET_LOCKTAG_ADVISORY(*tag, InvalidOid, 0, 1, IDEM_LAUNCHER_LOCK_SPACE);
 }
 
 /* Describe the launcher to the postmaster */
@@ -380,8 +377,7 @@ sweep_database(void)
 	volatile bool installed = false;
 	volatile bool gave_way = false;
 	TimestampTz due = 0;
-	bool		failed = false;
-	char		error[SWEEPER_ERROR_LEN];
+	char	   *error = NULL;
 
 	PG_TRY();
 	{
@@ -433,15 +429,14 @@ sweep_database(void)
 		EmitErrorReport();
 		AbortOutOfAnyTransaction();
 		FlushErrorState();
-		strlcpy(error, edata->message, sizeof(error));
+		error = pstrdup(edata->message);
 		FreeErrorData(edata);
-		failed = true;
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
 
 	pgstat_report_activity(STATE_IDLE, NULL);
-	if (failed)
+	if (error != NULL)
 		idem_sweeper_report(total, error);
 	else if (installed)
 		idem_sweeper_report(total, NULL);
@@ -453,6 +448,8 @@ sweep_database(void)
 void
 idem_sweeper_main(Datum main_arg)
 {
+	char		lock_timeout[16];
+
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
@@ -461,7 +458,8 @@ idem_sweeper_main(Datum main_arg)
 											  InvalidOid, 0);
 
 	/* never queue for long behind DROP EXTENSION, ALTER TABLE, ... */
-	SetConfigOption("lock_timeout", SWEEPER_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
+	snprintf(lock_timeout, sizeof(lock_timeout), "%d", SWEEPER_LOCK_TIMEOUT_MS);
+	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_OVERRIDE);
 
 	sweep_database();
 	proc_exit(0);
