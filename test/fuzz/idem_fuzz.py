@@ -1167,34 +1167,39 @@ BATTERY = [
 def hostile_check(args, shared):
     """Each hostile change to the extension's objects, then every function.
 
-    Run in a database of its own (dropped at the end): a crash here is a
-    finding, and so is an internal error."""
+    Run in a database of its own (dropped at the end), the extension created
+    afresh for each change.  A crash is a failure (the rest of that change's
+    calls are skipped); an internal error is reported."""
     db = "idem_fuzz_hostile"
 
-    def conn_to(dbname, user=None):
+    def conn_to(dbname):
         for _ in range(100):
             try:
-                return psycopg.connect(host=args.host, port=args.port, dbname=dbname,
-                                       user=user or args.superuser, autocommit=True,
-                                       connect_timeout=20)
+                c = psycopg.connect(host=args.host, port=args.port, dbname=dbname,
+                                    user=args.superuser, autocommit=True, connect_timeout=20)
+                c.add_notice_handler(lambda d: None)
+                c.execute("SET statement_timeout = '30s'")
+                return c
             except psycopg.OperationalError:
                 time.sleep(0.3)
         raise RuntimeError("the server does not come back")
 
+    admin = conn_to(args.dbname)
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    admin.close()
     crashes = 0
     for ddl in HOSTILE_DDL:
-        admin = conn_to(args.dbname)
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-        admin.close()
         c = conn_to(db)
-        c.add_notice_handler(lambda d: None)
-        c.execute("SET statement_timeout = '30s'")
-        c.execute("CREATE EXTENSION idempotency")
-        c.execute("BEGIN; SELECT * FROM idem_claim('h-done'); "
-                  "SELECT idem_complete('h-done', '{\"r\": 1}'); COMMIT")
-        c.execute("SELECT * FROM idem_claim('h-over', lease => '1 millisecond')")
-        c.execute("SELECT * FROM idem_claim('h-gone', ttl => '1 millisecond')")
+        for stmt in ("DROP EXTENSION IF EXISTS idempotency CASCADE",
+                     "DROP TABLE IF EXISTS idem_keys, idem_keys_old, idem_fuzz_child CASCADE",
+                     "DROP FUNCTION IF EXISTS idem_fuzz_trig() CASCADE",
+                     "CREATE EXTENSION idempotency",
+                     "BEGIN; SELECT * FROM idem_claim('h-done'); "
+                     "SELECT idem_complete('h-done', '{\"r\": 1}'); COMMIT",
+                     "SELECT * FROM idem_claim('h-over', lease => '1 millisecond')",
+                     "SELECT * FROM idem_claim('h-gone', ttl => '1 millisecond')"):
+            c.execute(stmt)
         time.sleep(0.01)
         try:
             c.execute(ddl.replace("@", "public"))
@@ -1204,16 +1209,10 @@ def hostile_check(args, shared):
             continue
         c.close()
         answers = collections.Counter()
+        s = conn_to(db)
         for stmt in BATTERY:
             off = log_size(args.server_log)
             try:
-                s = conn_to(db)
-            except RuntimeError as e:
-                shared.fail("hostile: %s" % e)
-                return
-            s.add_notice_handler(lambda d: None)
-            try:
-                s.execute("SET statement_timeout = '30s'")
                 s.execute(stmt)
                 answers["ok"] += 1
             except psycopg.Error as e:
@@ -1221,22 +1220,24 @@ def hostile_check(args, shared):
                 state = e.sqlstate
                 if s.broken or state in ("57P01", "57P02"):
                     state = "CRASH"
+                if s.info.transaction_status != 0 and not s.broken:
+                    s.execute("ROLLBACK")
                 shared.count(state or "CONN", stmt, None, msg)
                 answers[state or "CONN"] += 1
+                if state == "XX000":
+                    with shared.lock:
+                        shared.internal.append((stmt, [], msg, ddl.replace("@", "public")))
                 if state == "CRASH":
                     crashes += 1
                     time.sleep(1)
                     shared.fail("hostile: the server crashed\n  after: %s\n  at:    %s\n%s" % (
                         ddl.replace("@", "public"), stmt,
                         "\n".join("  log: " + l for l in check_log(args.server_log, off))))
-                elif state == "XX000":
-                    with shared.lock:
-                        shared.internal.append((stmt, [], msg, ddl))
-            finally:
-                try:
-                    s.close()
-                except Exception:
-                    pass
+                    break
+        try:
+            s.close()
+        except Exception:
+            pass
         print("hostile: %-70.70s  %s" % (ddl, " ".join("%s=%d" % kv for kv in sorted(answers.items()))))
     admin = conn_to(args.dbname)
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
@@ -1412,10 +1413,10 @@ def report(args, shared, elapsed, log_start):
         seen = set()
         for stmt, params, msg, altered in shared.internal:
             first = re.sub(r"\d+", "N", msg.splitlines()[0] if msg else "")
-            if (first, altered is None) in seen:
+            if (first, altered) in seen:
                 continue
-            seen.add((first, altered is None))
-            print("  %s\n    SQL: %s\n    params: %s\n    %s" % (
+            seen.add((first, altered))
+            print("  XX000: %s\n    SQL: %s\n    params: %s\n    %s" % (
                 msg.splitlines()[0] if msg else "", " ".join(stmt.split())[:500], params,
                 "while the keys table was altered by: " + altered if altered else "(no hostile DDL in effect)"))
     for state in sorted(shared.notable):
@@ -1423,8 +1424,8 @@ def report(args, shared, elapsed, log_start):
             continue
         print("\nexamples of %s:" % state)
         for stmt, params, msg, altered in shared.notable[state][:8]:
-            print("  %s\n    SQL: %s\n    params: %s\n    %s" % (
-                msg.splitlines()[0] if msg else "", " ".join(stmt.split())[:300], params,
+            print("  %s: %s\n    SQL: %s\n    params: %s\n    %s" % (
+                state, msg.splitlines()[0] if msg else "", " ".join(stmt.split())[:300], params,
                 "while the keys table was altered by: " + altered if altered else "(no hostile DDL in effect)"))
     if shared.failures:
         print("\nFAILURES:")
