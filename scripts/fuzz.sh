@@ -54,6 +54,8 @@ echo "fuzz: PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), $minutes mi
 dir=$(mktemp -d /tmp/idempotency-fuzz.XXXXXX)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
+	local rc=$?
+	[ "$rc" -eq 0 ] || keep=1
 	if [ -n "${PGBIN:-}" ] && [ -d "$dir/data" ]; then
 		as_test_user "$PGBIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
 	fi
@@ -124,6 +126,8 @@ psql_su() {
 
 total=$((minutes * 60))
 failed=0
+# from here on, a failing step is recorded, and the run goes on
+set +e
 
 echo
 echo "== 1. hostile changes to the extension's objects"
@@ -166,6 +170,10 @@ done
 echo
 echo "== the oracle"
 sleep 1
+if grep -nE 'received (smart|fast|immediate) shutdown request' "$dir/server.log"; then
+	echo "the server was shut down from outside during the run (above): the run is incomplete"
+	failed=1
+fi
 if grep -nE 'TRAP:|PANIC:|terminated by signal|terminating any other active server processes' "$dir/server.log"; then
 	echo "the server log shows a crash or a failed assertion (above)"
 	grep -nE -B2 -A8 'TRAP:|terminated by signal' "$dir/server.log" | head -n 80 || true

@@ -99,6 +99,7 @@ LOG_PATTERNS = [
     re.compile(r"terminating any other active server processes"),
     re.compile(r"server process \(PID \d+\) exited with exit code [^01]"),
     re.compile(r"all server processes terminated; reinitializing"),
+    re.compile(r"received (smart|fast|immediate) shutdown request"),
 ]
 
 
@@ -1208,6 +1209,8 @@ def hostile_check(args, shared):
             c.close()
             continue
         c.close()
+        with shared.lock:
+            shared.altered = ddl.replace("@", "public")
         answers = collections.Counter()
         s = conn_to(db)
         for stmt in BATTERY:
@@ -1224,9 +1227,6 @@ def hostile_check(args, shared):
                     s.execute("ROLLBACK")
                 shared.count(state or "CONN", stmt, None, msg)
                 answers[state or "CONN"] += 1
-                if state == "XX000":
-                    with shared.lock:
-                        shared.internal.append((stmt, [], msg, ddl.replace("@", "public")))
                 if state == "CRASH":
                     crashes += 1
                     time.sleep(1)
@@ -1238,6 +1238,8 @@ def hostile_check(args, shared):
             s.close()
         except Exception:
             pass
+        with shared.lock:
+            shared.altered = None
         print("hostile: %-70.70s  %s" % (ddl, " ".join("%s=%d" % kv for kv in sorted(answers.items()))))
     admin = conn_to(args.dbname)
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
