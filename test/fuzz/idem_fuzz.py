@@ -640,7 +640,7 @@ class Session(threading.Thread):
         if c == 8:
             return self.run_sql("SET idempotency.default_ttl = %s" % r.choice(["'1ms'", "'1s'", "0", "-1", "'100 years'", "2147483647"]))
         if c == 9:
-            return self.run_sql("RESET ALL")
+            return self.run_sql("RESET ALL")      # the database's timeouts stay
         if c == 10:
             return self.run_sql("SET lock_timeout = '%dms'" % r.choice([1, 50, 500, 2000]))
         if c == 11:
@@ -913,6 +913,12 @@ class DdlSession(threading.Thread):
             self.s.worker_pids["ddl"] = self.conn.info.backend_pid
 
     def run_sql(self, stmt):
+        if self.conn is None or self.conn.closed:
+            try:
+                self.open()
+            except psycopg.Error:
+                time.sleep(0.5)
+                return False
         self.history.append((time.time(), self.conn.info.backend_pid, stmt, []))
         self.s.log_trace("ddl", stmt, None)
         with self.s.lock:
@@ -992,7 +998,12 @@ class DdlSession(threading.Thread):
             deadline = time.time() + self.args.seconds if self.args.seconds else None
             while not self.s.stop.is_set() and (not deadline or time.time() < deadline):
                 time.sleep(self.rng.uniform(0.05, self.args.ddl_pause))
-                self.conn.execute("SET lock_timeout = '%dms'" % self.rng.choice([200, 1000, 3000]))
+                try:
+                    self.conn.execute("SET lock_timeout = '%dms'" % self.rng.choice([200, 1000, 3000]))
+                except psycopg.Error:
+                    # the server went away (a crash, with --keep-going): again
+                    if not self.run_sql("SELECT 1"):
+                        continue
                 c = self.rng.random()
                 if c < 0.08:
                     self.cancel_someone()
@@ -1022,7 +1033,10 @@ class DdlSession(threading.Thread):
                     self.create_extension()
                 if stmt.startswith("CREATE EXTENSION") and ok:
                     grant(self.conn, quiet=True)
-            self.conn.execute("SET lock_timeout = 0")
+            try:
+                self.conn.execute("SET lock_timeout = 0")
+            except psycopg.Error:
+                self.run_sql("SELECT 1")
             self.repair()
             self.conn.close()
         except Exception:
@@ -1065,14 +1079,26 @@ class Watchdog(threading.Thread):
                     info = ""
                     try:
                         with connect(self.s.args, self.superuser, "idem_fuzz watchdog") as c:
-                            info = "\n".join(str(r) for r in c.execute(
-                                "SELECT pid, state, wait_event_type, wait_event, left(query, 200) "
-                                "FROM pg_stat_activity WHERE pid = %s", [pids.get(name)]).fetchall())
+                            info = "\n".join("    " + str(r) for r in c.execute(
+                                "SELECT pid, pg_blocking_pids(pid), state, wait_event_type, wait_event, "
+                                "backend_type, xact_start, left(query, 200) "
+                                "FROM pg_stat_activity WHERE datname IS NOT NULL OR backend_type <> 'client backend' "
+                                "ORDER BY pid").fetchall())
+                            info += "\n  locks not granted and their holders:\n" + "\n".join(
+                                "    " + str(r) for r in c.execute(
+                                    "SELECT l.pid, l.locktype, l.relation::regclass, l.classid, l.objid, "
+                                    "l.objsubid, l.mode, l.granted, l.virtualtransaction FROM pg_locks l "
+                                    "WHERE (l.locktype, l.database, l.relation, l.classid, l.objid, l.objsubid) "
+                                    "IN (SELECT locktype, database, relation, classid, objid, objsubid "
+                                    "FROM pg_locks WHERE NOT granted) ORDER BY l.granted, l.pid").fetchall())
+                            info += "\n  prepared transactions: " + str(c.execute(
+                                "SELECT gid, prepared FROM pg_prepared_xacts").fetchall())
                             c.execute("SELECT pg_cancel_backend(%s)", [pids.get(name)])
                     except psycopg.Error as e:
                         info = "(could not look: %s)" % e
-                    self.s.fail("hang: session %s has run one statement for %.0f s: %s %s\n%s"
-                                % (name, now - start, " ".join(stmt.split())[:300],
+                    self.s.fail("hang: session %s (pid %s) has run one statement for %.0f s: %s %s\n"
+                                "  sessions (pid, blocked by, state, wait, backend, since, query):\n%s"
+                                % (name, pids.get(name), now - start, " ".join(stmt.split())[:300],
                                    [abbrev(p) for p in (params or [])], info))
 
 
@@ -1114,6 +1140,11 @@ def setup(args, conn):
     ):
         conn.execute(stmt)
     grant(conn)
+    # the sessions' timeouts, also after RESET ALL: a claim waits for a
+    # prepared transaction's key until lock_timeout, by design
+    conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+        sql.Identifier(args.dbname), sql.Literal("%ds" % args.statement_timeout)))
+    conn.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '2s'").format(sql.Identifier(args.dbname)))
     api = Api(conn)
     claim = api.qname("idem_claim")
     complete = api.qname("idem_complete")
