@@ -1018,6 +1018,15 @@ class DdlSession(threading.Thread):
                     self.repair()
                     broken = False
                     continue
+                # a session's DROP EXTENSION in a transaction: create it again
+                try:
+                    missing = self.conn.execute(
+                        "SELECT NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'idempotency')").fetchone()[0]
+                except psycopg.Error:
+                    missing = False
+                if missing and self.rng.random() < 0.7:
+                    self.create_extension()
+                    continue
                 stmt = self.next_ddl()
                 ok = self.run_sql(stmt.replace("@", self.schema()))
                 if stmt in HOSTILE_DDL and ok:
