@@ -28,7 +28,7 @@ use Test::More;
 my $fuzzer = "$FindBin::RealBin/../fuzz/idem_fuzz.py";
 my $seed = $ENV{IDEM_FUZZ_SEED} // (time() % 1000000);
 my $fuzz_seconds = $ENV{IDEM_FUZZ_SECONDS} // 25;
-my $smith_seconds = $ENV{IDEM_SMITH_SECONDS} // 8;    # per role
+my $smith_seconds = $ENV{IDEM_SMITH_SECONDS} // 15;
 diag("fuzz seed $seed (IDEM_FUZZ_SEED=$seed replays it)");
 
 # The tools: missing ones fail the test, they do not skip it
@@ -110,26 +110,43 @@ my ($sout, $serr) = ('', '');
 IPC::Run::run([ $python, $fuzzer, '--host', $host, '--port', $port, '--dbname', 'smith',
 	'--superuser', $super, '--setup-only' ], '>', \$sout, '2>', \$serr);
 like($sout, qr/setup: roles/, 'sqlsmith database set up');
+# both roles at once; the budget starts once both have loaded the catalog,
+# which takes a while on a build with assertions
+my (%h, %out, %err);
+if (defined $sqlsmith)
+{
+	for my $role ('fuzz_app', $super)
+	{
+		($out{$role}, $err{$role}) = ('', '');
+		$h{$role} = IPC::Run::start(
+			[ $sqlsmith, "--target=host=$host port=$port dbname=smith user=$role",
+			  "--seed=$seed", '--max-queries=100000000', '--verbose' ],
+			'>', \$out{$role}, '2>', \$err{$role}, IPC::Run::timeout($smith_seconds + 400));
+	}
+	my $loaded = time() + 300;
+	while (time() < $loaded
+		&& grep { $h{$_}->pumpable && $err{$_} !~ /Generating indexes\.\.\.done/ } keys %h)
+	{
+		$_->pump_nb for values %h;
+		sleep 1;
+	}
+	my $until = time() + $smith_seconds;
+	while (time() < $until && grep { $_->pumpable } values %h)
+	{
+		$_->pump_nb for values %h;
+		sleep 1;
+	}
+}
 for my $role ('fuzz_app', $super)
 {
   SKIP:
 	{
 		skip 'no sqlsmith', 1 unless defined $sqlsmith;
-		my ($o, $e) = ('', '');
-		my $h = IPC::Run::start(
-			[ $sqlsmith, "--target=host=$host port=$port dbname=smith user=$role",
-			  "--seed=$seed", '--max-queries=100000', '--verbose' ],
-			'>', \$o, '2>', \$e, IPC::Run::timeout($smith_seconds + 120));
-		my $until = time() + $smith_seconds;
-		while (time() < $until && $h->pumpable)
-		{
-			$h->pump_nb;
-			sleep 1;
-		}
+		my $h = $h{$role};
 		$h->signal('INT') if $h->pumpable;
 		eval { $h->finish };
 		$h->kill_kill if $@;
-		note($o);
+		my $e = $err{$role};
 		note($e);
 		my ($queries) = $e =~ /^queries: (\d+)/m;
 		my ($rate) = $e =~ /^error rate: (\S+)/m;
