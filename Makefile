@@ -1,7 +1,7 @@
 # Makefile for the idempotency extension (PGXS)
 
 EXTENSION = idempotency
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 MODULE_big = idempotency
 OBJS = \
 	src/idempotency.o \
@@ -18,11 +18,13 @@ OBJS = \
 	src/stats.o \
 	src/worker.o
 HEADERS =
-DATA = sql/$(EXTENSION)--$(EXTVERSION).sql
+# every version stays installable, and each update script leads to the next
+DATA = sql/$(EXTENSION)--0.1.sql sql/$(EXTENSION)--0.2.sql \
+	sql/$(EXTENSION)--0.1--0.2.sql
 PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
-REGRESS = setup claim complete release lookup_forget many_keys errors settings fingerprint security replay_nowrite leased sweep stats
+REGRESS = setup claim complete release lookup_forget many_keys errors limits settings fingerprint security ownership catalog replay_nowrite leased sweep stats
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --temp-config=test/conf/two_phase.conf --encoding=UTF8
 
 # isolationtester: every concurrency promise

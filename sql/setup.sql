@@ -3,7 +3,18 @@
 --
 CREATE EXTENSION idempotency;
 
-\dx+ idempotency
+-- the extension's members (what \dx+ shows, less the array and row types
+-- that 17 and later also list as members)
+SELECT pg_describe_object(classid, objid, objsubid) AS member
+  FROM pg_depend d
+ WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'idempotency')
+   AND NOT EXISTS (SELECT FROM pg_type t
+					WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+					  AND (t.typelem <> 0 AND t.typcategory = 'A'
+						   OR t.typrelid <> 0 AND t.typtype = 'c'
+						      AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) <> 'c'))
+ ORDER BY 1;
 
 -- the claim's result row, as a driver sees it
 SELECT proname, pg_get_function_arguments(p.oid) AS arguments,

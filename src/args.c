@@ -1,14 +1,20 @@
 /*
  * args.c
- *		Checks of the arguments that the SQL functions share: key and scope.
+ *		Checks of the arguments that the SQL functions share: key, scope,
+ *		owner, fingerprint, intervals and payload sizes.  Every limit is
+ *		enforced here, at the call, so that nothing can fail at COMMIT.
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
+#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "idempotency.h"
 
@@ -84,4 +90,115 @@ idem_prevent_write(const char *funcname)
 {
 	PreventCommandIfReadOnly(funcname);
 	PreventCommandIfParallelMode(funcname);
+}
+
+/*
+ * The role whose keys the call reaches: the current role, or the role named
+ * by the owner argument, which the current role must have the privileges
+ * of.  Argument 'argno' may be missing (a function of version 0.1), and a
+ * table of version 0.1 records no owner at all.
+ */
+Oid
+idem_owner_arg(FunctionCallInfo fcinfo, int argno)
+{
+	const char *rolename;
+	Oid			roleid;
+
+	if (!idem_catalog()->has_owner)
+		return InvalidOid;
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return GetUserId();
+	rolename = NameStr(*PG_GETARG_NAME(argno));
+	roleid = get_role_oid(rolename, false);
+	if (!has_privs_of_role(GetUserId(), roleid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to use the idempotency keys of role \"%s\"",
+						rolename),
+				 errdetail("Only roles that have the privileges of role \"%s\" may use its keys.",
+						   rolename)));
+	return roleid;
+}
+
+/* Fetch and check a fingerprint argument: NULL, or at most IDEM_MAX_FINGERPRINT bytes */
+text *
+idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *fingerprint;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	fingerprint = PG_GETARG_TEXT_PP(argno);
+	if (VARSIZE_ANY_EXHDR(fingerprint) > IDEM_MAX_FINGERPRINT)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("fingerprint is too long"),
+				 errdetail("The fingerprint has %d bytes; the limit is %d.",
+						   (int) VARSIZE_ANY_EXHDR(fingerprint), IDEM_MAX_FINGERPRINT),
+				 errhint("Pass a hash of the request, such as idem_fingerprint() returns.")));
+	return fingerprint;
+}
+
+/*
+ * Fetch and check an interval argument (ttl, lease): NULL, or positive and
+ * at most IDEM_MAX_INTERVAL_YEARS, so that adding it to a timestamp cannot
+ * overflow
+ */
+Interval *
+idem_interval_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	Interval   *span;
+	Interval	zero = {0, 0, 0};
+	Interval	longest = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	span = PG_GETARG_INTERVAL_P(argno);
+	if (DatumGetBool(DirectFunctionCall2(interval_le, IntervalPGetDatum(span),
+										 IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", argname),
+				 errdetail("The %s given is %s.", argname,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(span))))));
+	if (DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(span),
+										 IntervalPGetDatum(&longest))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERVAL_FIELD_OVERFLOW),
+				 errmsg("%s is out of range", argname),
+				 errdetail("The %s given is %s; the longest is %d years.", argname,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(span))),
+						   IDEM_MAX_INTERVAL_YEARS)));
+	return span;
+}
+
+/* A timestamp plus an interval that idem_interval_arg() accepted */
+TimestampTz
+idem_timestamp_plus(TimestampTz ts, Interval *span)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(ts),
+												   IntervalPGetDatum(span)));
+}
+
+/*
+ * Fail if a payload kept for replay or for the next attempt is over
+ * idempotency.max_response_size: a response (a jsonb value, counted whole
+ * before compression) or a recovery point (the bytes of its text)
+ */
+void
+idem_check_payload_size(Datum value, bool is_text, const char *what)
+{
+	Size		size = toast_raw_datum_size(value) - (is_text ? VARHDRSZ : 0);
+
+	if (size > (Size) idem_max_response_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large", what),
+				 errdetail("The %s has %zu bytes; idempotency.max_response_size is %d bytes.",
+						   what, size, idem_max_response_size),
+				 errhint("Store a smaller %s, such as the identifier of the row that holds the result.",
+						 what)));
 }

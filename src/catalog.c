@@ -2,22 +2,34 @@
  * catalog.c
  *		Where the extension's objects are: resolved once per backend, by OID
  *		and never by search_path, and forgotten when the keys table changes.
+ *
+ * The C code reads and writes idem_keys directly, so what it finds is
+ * checked before it is used: the table must be a member of the extension,
+ * every column the code uses must have the type it expects (and NOT NULL
+ * where it expects a value), the primary key must be a btree on (scope,
+ * key, owner), the expiry index a btree on expires_at, and idem_claim()'s
+ * result type must have the columns the code fills.  Anything else is an
+ * error that names the object, raised before any row is touched.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/dependency.h"
 #include "catalog/index.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
-#include "access/genam.h"
+#include "catalog/pg_am_d.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_extension.h"
-#include "catalog/indexing.h"
-#include "utils/fmgroids.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "funcapi.h"
+#include "parser/parse_type.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -31,21 +43,53 @@
 static IdemCatalog cache;
 static bool cache_valid = false;
 
-static const char *const column_names[IDEM_NUM_COLUMNS] = {
-	"scope", "key", "status", "fingerprint", "response", "attempt",
-	"recovery_point", "created_at", "completed_at", "expires_at",
-	"locked_until", "lease"
+/* What the code expects of each column of idem_keys */
+typedef struct ColumnSpec
+{
+	const char *name;
+	Oid			typid;			/* InvalidOid: the extension's idem_status */
+	bool		notnull;
+} ColumnSpec;
+
+static const ColumnSpec columns[IDEM_NUM_COLUMNS] = {
+	{"scope", TEXTOID, true},
+	{"key", TEXTOID, true},
+	{"status", InvalidOid, true},
+	{"fingerprint", TEXTOID, false},
+	{"response", JSONBOID, false},
+	{"attempt", INT4OID, true},
+	{"recovery_point", TEXTOID, false},
+	{"created_at", TIMESTAMPTZOID, true},
+	{"completed_at", TIMESTAMPTZOID, false},
+	{"expires_at", TIMESTAMPTZOID, true},
+	{"locked_until", TIMESTAMPTZOID, false},
+	{"lease", INTERVALOID, false},
+	{"owner", REGROLEOID, true}
+};
+
+/* The columns of idem_claim_result, in order */
+static const Oid claim_result_types[] = {
+	InvalidOid,					/* outcome: the extension's idem_outcome */
+	JSONBOID,					/* response */
+	INT4OID,					/* attempt */
+	TEXTOID,					/* recovery_point */
+	TIMESTAMPTZOID				/* expires_at */
 };
 
 static const char *const outcome_labels[IDEM_NUM_OUTCOMES] = {
 	"claimed", "replay", "in_progress", "mismatch"
 };
 
-/* Forget the cache when idem_keys (or everything) is invalidated */
+/*
+ * Forget the cache when idem_keys, the relation of idem_claim_result (ALTER
+ * TYPE) or everything is invalidated
+ */
 static void
 idem_catalog_invalidate(Datum arg, Oid relid)
 {
-	if (cache_valid && (relid == InvalidOid || relid == cache.keys_relid))
+	if (cache_valid &&
+		(relid == InvalidOid || relid == cache.keys_relid ||
+		 relid == cache.claim_result_relid))
 		cache_valid = false;
 }
 
@@ -84,9 +128,12 @@ extension_type_oid(Oid nsp, const char *name)
 	return typid;
 }
 
-/* The schema of an extension (get_extension_schema() is not exported in 15) */
+/*
+ * The schema of an extension (get_extension_schema() is not exported in 15),
+ * and whether its installed version is 0.1, whose keys record no owner
+ */
 static Oid
-extension_schema(Oid extoid)
+extension_schema(Oid extoid, bool *version_0_1)
 {
 	Relation	rel;
 	SysScanDesc scan;
@@ -99,14 +146,40 @@ extension_schema(Oid extoid)
 				ObjectIdGetDatum(extoid));
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
+	*version_0_1 = false;
 	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		version = heap_getattr(tuple, Anum_pg_extension_extversion,
+										   RelationGetDescr(rel), &isnull);
+
 		result = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+		*version_0_1 = !isnull && strcmp(TextDatumGetCString(version), "0.1") == 0;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return result;
 }
 
-/* Find the index of idem_keys whose only key column is expires_at */
+/* The access method of an index (get_rel_relam() is not in 15 and 16) */
+static Oid
+index_am(Oid indexid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexid));
+	Oid			am;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", indexid);
+	am = ((Form_pg_class) GETSTRUCT(tup))->relam;
+	ReleaseSysCache(tup);
+	return am;
+}
+
+/*
+ * Find the btree index of idem_keys whose only key column is expires_at, the
+ * one the sweep scans in order.  An index of another access method on that
+ * column does not count: it cannot return rows in order, or at all.
+ */
 static Oid
 expires_index(Relation rel, AttrNumber expires_attnum)
 {
@@ -126,6 +199,7 @@ expires_index(Relation rel, AttrNumber expires_attnum)
 		index = (Form_pg_index) GETSTRUCT(tup);
 		if (index->indnkeyatts == 1 &&
 			index->indkey.values[0] == expires_attnum &&
+			index_am(indexid) == BTREE_AM_OID &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
 			index->indisvalid)
@@ -138,11 +212,103 @@ expires_index(Relation rel, AttrNumber expires_attnum)
 	return result;
 }
 
-/* The result row type of idem_claim(), from the extension's composite type */
+/*
+ * The result row type of idem_claim(), from the extension's composite type,
+ * checked against the columns that claim.c fills
+ */
 static TupleDesc
-claim_result_desc(Oid nsp)
+claim_result_desc(Oid nsp, Oid outcome_typid)
 {
-	return lookup_rowtype_tupdesc_copy(extension_type_oid(nsp, "idem_claim_result"), -1);
+	Oid			typid = extension_type_oid(nsp, "idem_claim_result");
+	TupleDesc	desc;
+	int			i;
+	bool		ok;
+
+	cache.claim_result_relid = typeidTypeRelid(typid);
+	desc = lookup_rowtype_tupdesc_copy(typid, -1);
+	ok = (desc->natts == lengthof(claim_result_types));
+	for (i = 0; ok && i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			want = OidIsValid(claim_result_types[i]) ?
+			claim_result_types[i] : outcome_typid;
+
+		ok = !att->attisdropped && att->atttypid == want;
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("type \"idem_claim_result\" of extension \"idempotency\" has been altered"),
+				 errdetail("It must have the columns outcome, response, attempt, recovery_point and expires_at, in that order."),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
+	return desc;
+}
+
+/* Fail unless a column exists with the type (and NOT NULL) the code expects */
+static AttrNumber
+check_column(Relation rel, const ColumnSpec *spec, Oid status_typid)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), spec->name);
+	Form_pg_attribute att;
+	Oid			want = OidIsValid(spec->typid) ? spec->typid : status_typid;
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table \"idem_keys\" does not exist",
+						spec->name),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
+	att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+	if (att->atttypid != want)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column \"%s\" of table \"idem_keys\" has type %s, not %s",
+						spec->name, format_type_be(att->atttypid), format_type_be(want)),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
+	if (spec->notnull && !att->attnotnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column \"%s\" of table \"idem_keys\" must be NOT NULL",
+						spec->name),
+				 errhint("Restore the constraint with ALTER TABLE idem_keys ALTER COLUMN %s SET NOT NULL.",
+						 spec->name)));
+	return attnum;
+}
+
+/*
+ * Fail unless the primary key is a btree index on exactly (scope, key,
+ * owner), or (scope, key) for a table of version 0.1: the look-ups search
+ * its leading columns
+ */
+static void
+check_primary_key(Relation rel, Oid indexid, const AttrNumber *attnum,
+				  bool has_owner)
+{
+	HeapTuple	tup;
+	Form_pg_index index;
+	bool		ok;
+
+	if (!OidIsValid(indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"idem_keys\" has no primary key"),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for index %u", indexid);
+	index = (Form_pg_index) GETSTRUCT(tup);
+	ok = index_am(indexid) == BTREE_AM_OID &&
+		index->indnkeyatts == (has_owner ? 3 : 2) &&
+		index->indkey.values[0] == attnum[IDEM_COL_SCOPE] &&
+		index->indkey.values[1] == attnum[IDEM_COL_KEY] &&
+		(!has_owner || index->indkey.values[2] == attnum[IDEM_COL_OWNER]);
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("primary key \"%s\" of table \"idem_keys\" is not a btree index on (scope, key%s)",
+						get_rel_name(indexid), has_owner ? ", owner" : ""),
+				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
 }
 
 /* Fill the cache; false when the extension is not created in this database */
@@ -154,6 +320,7 @@ idem_catalog_fill(void)
 	Oid			relid;
 	Oid			status_typid;
 	Oid			outcome_typid;
+	bool		version_0_1;
 	Relation	rel;
 	MemoryContext oldcxt;
 	int			i;
@@ -161,50 +328,52 @@ idem_catalog_fill(void)
 	extoid = get_extension_oid("idempotency", true);
 	if (!OidIsValid(extoid))
 		return false;
-	nsp = extension_schema(extoid);
+	nsp = extension_schema(extoid, &version_0_1);
 	relid = get_relname_relid("idem_keys", nsp);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table \"idem_keys\" of extension \"idempotency\" does not exist")));
 
+	/* a table of that name that is not the extension's own is not used */
+	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s.idem_keys\" is not a member of extension \"idempotency\"",
+						get_namespace_name(nsp)),
+				 errdetail("The extension's own table has been renamed or dropped."),
+				 errhint("Rename the extension's table back to \"idem_keys\", or recreate the extension.")));
+
+	status_typid = extension_type_oid(nsp, "idem_status");
+	outcome_typid = extension_type_oid(nsp, "idem_outcome");
+
 	if (cache.claim_result != NULL)
 		FreeTupleDesc(cache.claim_result);
 	memset(&cache, 0, sizeof(cache));
 	cache.keys_relid = relid;
+	cache.has_owner = !version_0_1;
 
 	rel = table_open(relid, AccessShareLock);
 	cache.natts = RelationGetDescr(rel)->natts;
 	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
 	{
-		cache.attnum[i] = get_attnum(relid, column_names[i]);
-		if (cache.attnum[i] == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of table \"idem_keys\" does not exist",
-							column_names[i]),
-					 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
+		if (i == IDEM_COL_OWNER && !cache.has_owner)
+			continue;
+		cache.attnum[i] = check_column(rel, &columns[i], status_typid);
 	}
 	cache.pkey_indexid = IdemPrimaryKeyIndex(rel);
+	check_primary_key(rel, cache.pkey_indexid, cache.attnum, cache.has_owner);
 	cache.expires_indexid = expires_index(rel, cache.attnum[IDEM_COL_EXPIRES_AT]);
 	table_close(rel, AccessShareLock);
 
-	if (!OidIsValid(cache.pkey_indexid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("table \"idem_keys\" has no primary key")));
-
-	status_typid = extension_type_oid(nsp, "idem_status");
 	cache.status_in_progress = enum_label_oid(status_typid, "in_progress");
 	cache.status_completed = enum_label_oid(status_typid, "completed");
-
-	outcome_typid = extension_type_oid(nsp, "idem_outcome");
 	for (i = 0; i < IDEM_NUM_OUTCOMES; i++)
 		cache.outcome[i] = enum_label_oid(outcome_typid, outcome_labels[i]);
 
 	/* kept until the cache is filled again */
 	oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
-	cache.claim_result = claim_result_desc(nsp);
+	cache.claim_result = claim_result_desc(nsp, outcome_typid);
 	MemoryContextSwitchTo(oldcxt);
 
 	cache_valid = true;

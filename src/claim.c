@@ -45,8 +45,7 @@ typedef enum ClaimDecision
 /* A claim's arguments, checked, and what follows from them */
 typedef struct ClaimArgs
 {
-	text	   *key;
-	text	   *scope;
+	IdemKeyName name;
 	text	   *fingerprint;	/* or NULL */
 	Interval   *lease;			/* or NULL: a transactional claim */
 	bool		wait;
@@ -54,25 +53,6 @@ typedef struct ClaimArgs
 	TimestampTz expires_at;
 	TimestampTz locked_until;	/* with a lease */
 } ClaimArgs;
-
-/* now + interval, checking that the interval is positive */
-static TimestampTz
-add_positive_interval(TimestampTz now, Interval *span, const char *argname)
-{
-	TimestampTz result;
-
-	result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-													 TimestampTzGetDatum(now),
-													 IntervalPGetDatum(span)));
-	if (result <= now)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", argname),
-				 errdetail("The %s given is %s.", argname,
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(span))))));
-	return result;
-}
 
 /* Do two non-NULL fingerprints differ? */
 static bool
@@ -191,11 +171,21 @@ write_claim(Relation rel, const ClaimArgs *args, IdemRow *row, bool found,
 	 */
 	if (!found && args->lease == NULL)
 	{
-		idem_deferred_claim(args->scope, args->key, args->fingerprint,
+		idem_deferred_claim(&args->name, args->fingerprint,
 							args->now, args->expires_at);
-		idem_deferred_row(args->scope, args->key, row);
+		idem_deferred_row(&args->name, row);
 		return;
 	}
+
+	/* no attempt number is handed out twice, and none wraps around */
+	if (found && (takeover || !idem_row_completed(row)) &&
+		DatumGetInt32(row->values[IDEM_COL_ATTEMPT]) == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("attempt of idempotency key \"%s\" is out of range",
+						idem_key_cstring(args->name.key)),
+				 errdetail("The key was claimed %d times.", PG_INT32_MAX),
+				 errhint("Delete the key with idem_forget() to start it afresh.")));
 
 	if (takeover)
 	{
@@ -223,7 +213,7 @@ write_claim(Relation rel, const ClaimArgs *args, IdemRow *row, bool found,
 			if (!idem_row_completed(row))
 				attempt = DatumGetInt32(row->values[IDEM_COL_ATTEMPT]) + 1;
 		}
-		idem_row_init(row, args->scope, args->key);
+		idem_row_init(row, &args->name);
 		if (found)
 			row->tid = old_tid;
 		idem_row_set(row, IDEM_COL_ATTEMPT, Int32GetDatum(attempt), false);
@@ -244,7 +234,7 @@ write_claim(Relation rel, const ClaimArgs *args, IdemRow *row, bool found,
 
 	/* a transactional claim is completed when its transaction commits */
 	if (args->lease == NULL)
-		idem_pending_add(args->scope, args->key, &row->tid);
+		idem_pending_add(&args->name, &row->tid);
 }
 
 /*
@@ -265,13 +255,13 @@ claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
 	*takeover = false;
 
 	/* a key this transaction claimed and will write at commit */
-	if (idem_deferred_row(args->scope, args->key, row))
+	if (idem_deferred_row(&args->name, row))
 		return outcome_of(decide(row, true, args->fingerprint, args->now));
 
-	idem_keys_lookup_begin(&lookup, rel, args->scope, args->key, SnapshotSelf);
+	idem_keys_lookup_begin(&lookup, rel, &args->name, SnapshotSelf);
 
 	/* read without the lock: replay, live lease and our own claim end here */
-	idem_key_prepare(&keylock, args->scope, args->key);
+	idem_key_prepare(&keylock, &args->name);
 	idem_key_watch(&keylock);
 	found = idem_keys_lookup(&lookup, row);
 	decision = decide(row, found, args->fingerprint, args->now);
@@ -284,6 +274,25 @@ claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
 			idem_keys_lookup_end(&lookup);
 			*row_valid = false;
 			return IDEM_OUTCOME_IN_PROGRESS;
+		}
+
+		/*
+		 * A row that records no owner (from version 0.1) is written under
+		 * its own lock, which every role takes after its own.
+		 */
+		if (found && idem_row_owner(row) != args->name.owner)
+		{
+			IdemKeyName shared = args->name;
+			IdemKeyLock shared_lock;
+
+			shared.owner = InvalidOid;
+			idem_key_prepare(&shared_lock, &shared);
+			if (!idem_key_lock(&shared_lock, args->wait))
+			{
+				idem_keys_lookup_end(&lookup);
+				*row_valid = false;
+				return IDEM_OUTCOME_IN_PROGRESS;
+			}
 		}
 
 		/* read again, unless no row was found and none can have come since */
@@ -307,46 +316,56 @@ claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
 }
 
 /*
- * idem_claim(key, fingerprint, ttl, scope, wait, lease)
+ * idem_claim(key, fingerprint, ttl, scope, wait, lease, owner)
  *		returns (outcome, response, attempt, recovery_point, expires_at)
  */
 Datum
 idem_claim(PG_FUNCTION_ARGS)
 {
 	ClaimArgs	args;
+	Interval   *ttl;
 	Relation	rel;
 	IdemRow		row;
 	bool		row_valid;
 	bool		takeover;
 	IdemOutcome outcome;
 
-	args.key = idem_key_arg(fcinfo, 0);
-	args.fingerprint = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
-	args.scope = idem_scope_arg(fcinfo, 3);
-	args.lease = PG_ARGISNULL(5) ? NULL : PG_GETARG_INTERVAL_P(5);
+	args.name.key = idem_key_arg(fcinfo, 0);
+	args.fingerprint = idem_fingerprint_arg(fcinfo, 1);
+	args.name.scope = idem_scope_arg(fcinfo, 3);
+	args.name.owner = idem_owner_arg(fcinfo, 6);
+	args.lease = idem_interval_arg(fcinfo, 5, "lease");
 	args.now = GetCurrentStatementStartTimestamp();
-	args.locked_until = 0;
 	if (PG_ARGISNULL(4))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("wait must not be null")));
 	args.wait = PG_GETARG_BOOL(4);
-	if (PG_ARGISNULL(2))
+
+	/* both intervals are checked, so the sums cannot overflow */
+	ttl = idem_interval_arg(fcinfo, 2, "ttl");
+	if (ttl != NULL)
+		args.expires_at = idem_timestamp_plus(args.now, ttl);
+	else
 		args.expires_at = TimestampTzPlusMilliseconds(args.now,
 													  (int64) idem_default_ttl * 1000);
-	else
-		args.expires_at = add_positive_interval(args.now, PG_GETARG_INTERVAL_P(2), "ttl");
+	args.locked_until = 0;
 	if (args.lease != NULL)
 	{
-		args.locked_until = add_positive_interval(args.now, args.lease, "lease");
+		args.locked_until = idem_timestamp_plus(args.now, args.lease);
 		/* a key is kept at least as long as it is leased */
-		if (args.expires_at < args.locked_until)
-			args.expires_at = args.locked_until;
+		if (args.locked_until > args.expires_at)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lease must not be longer than ttl"),
+					 errdetail("A key is kept for its ttl, which must cover its lease."),
+					 errhint("Pass a longer ttl, or a shorter lease.")));
 	}
 
 	rel = idem_keys_open(RowExclusiveLock);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
-	table_close(rel, RowExclusiveLock);
+	/* the table stays locked until the transaction ends */
+	table_close(rel, NoLock);
 
 	PG_RETURN_DATUM(answer(outcome, row_valid ? &row : NULL, takeover));
 }

@@ -33,12 +33,12 @@ idem_guc_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("idempotency.max_key_length",
-							"Longest idempotency key accepted, in characters.",
-							NULL,
+							"Longest idempotency key or scope accepted, in characters.",
+							"At most as long as fits in an entry of the primary key's index.",
 							&idem_max_key_length,
 							255,
 							1,
-							10 * 1024 * 1024,
+							IDEM_KEY_LENGTH_LIMIT,
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);

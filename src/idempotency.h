@@ -8,6 +8,7 @@
 #include "access/attnum.h"
 #include "access/skey.h"
 #include "access/tableam.h"
+#include "mb/pg_wchar.h"
 #include "storage/lock.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
@@ -19,6 +20,15 @@
  */
 extern int	idem_default_ttl;		/* seconds */
 extern int	idem_max_key_length;	/* characters */
+
+/*
+ * The highest idempotency.max_key_length: a scope and a key of that many
+ * characters of the longest encoding, and the owner, fit in one entry of the
+ * primary key's btree index (a third of a page, less its overheads), so that
+ * every key a claim accepts can be indexed at COMMIT.  325 for 8 kB pages.
+ */
+#define IDEM_KEY_LENGTH_LIMIT \
+	((BLCKSZ / 3 - 128) / (2 * MAX_MULTIBYTE_CHAR_LEN))
 extern int	idem_max_response_size; /* bytes */
 extern int	idem_sweep_interval;	/* seconds */
 extern int	idem_sweep_batch_size;	/* rows */
@@ -29,7 +39,7 @@ extern void idem_guc_init(void);
 
 /*
  * Columns of idem_keys, by role.  Their attribute numbers are looked up by
- * name once per backend (catalog.c).
+ * name once per backend, and their types checked (catalog.c).
  */
 typedef enum IdemColumn
 {
@@ -45,6 +55,7 @@ typedef enum IdemColumn
 	IDEM_COL_EXPIRES_AT,
 	IDEM_COL_LOCKED_UNTIL,
 	IDEM_COL_LEASE,
+	IDEM_COL_OWNER,				/* from 0.2 on */
 	IDEM_NUM_COLUMNS
 } IdemColumn;
 
@@ -66,6 +77,7 @@ typedef enum IdemOutcome
 typedef struct IdemCatalog
 {
 	Oid			keys_relid;		/* idem_keys */
+	bool		has_owner;		/* keys belong to roles (0.2 on; not 0.1) */
 	Oid			pkey_indexid;	/* primary key (scope, key) */
 	Oid			expires_indexid;	/* index on expires_at */
 	Oid			status_in_progress; /* enum label OIDs of idem_status */
@@ -74,11 +86,24 @@ typedef struct IdemCatalog
 	AttrNumber	attnum[IDEM_NUM_COLUMNS];
 	int			natts;			/* attributes of idem_keys, dropped included */
 	TupleDesc	claim_result;	/* row type of idem_claim(), idem_claim_result */
+	Oid			claim_result_relid; /* its pg_class entry */
 } IdemCatalog;
 
 extern void idem_catalog_init(void);
 extern const IdemCatalog *idem_catalog(void);
 extern const IdemCatalog *idem_catalog_if_installed(void);
+
+/*
+ * Which key: the role it belongs to, its scope and the key itself.  Owner
+ * InvalidOid is a key that records no role (claimed under version 0.1),
+ * which every role reaches.
+ */
+typedef struct IdemKeyName
+{
+	Oid			owner;
+	text	   *scope;
+	text	   *key;
+} IdemKeyName;
 
 /*
  * A key's row, as read from idem_keys (keys.c).  values and isnull are
@@ -102,23 +127,38 @@ typedef struct IdemLookup
 	Relation	index;
 	struct IndexScanDescData *scan;
 	TupleTableSlot *slot;
+	Oid			owner;
 	ScanKeyData skey[2];
 } IdemLookup;
 
 extern Relation idem_keys_open(LOCKMODE lockmode);
 extern void idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
-								   text *scope, text *key, Snapshot snapshot);
+								   const IdemKeyName *name, Snapshot snapshot);
 extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
 extern void idem_keys_lookup_end(IdemLookup *lookup);
-extern bool idem_keys_fetch(Relation rel, text *scope, text *key,
+extern bool idem_keys_fetch(Relation rel, const IdemKeyName *name,
 							Snapshot snapshot, IdemRow *row);
-extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope,
-								text *key, IdemRow *row);
+extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid,
+								const IdemKeyName *name, IdemRow *row);
 extern void idem_keys_insert(Relation rel, IdemRow *row);
+
+/* Inserts of many rows through one executor state (keys.c) */
+typedef struct IdemWriter
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+	TupleTableSlot *slot;
+} IdemWriter;
+
+extern IdemWriter *idem_writer_begin(Relation rel);
+extern void idem_writer_insert(IdemWriter *writer, IdemRow *row);
+extern void idem_writer_end(IdemWriter *writer);
 extern TM_Result idem_keys_update(Relation rel, IdemRow *row);
 extern TM_Result idem_keys_delete(Relation rel, ItemPointer tid, bool wait);
 extern bool idem_text_equal(const text *a, const text *b);
-extern void idem_row_init(IdemRow *row, text *scope, text *key);
+extern void idem_row_init(IdemRow *row, const IdemKeyName *name);
+extern Oid	idem_row_owner(const IdemRow *row);
 extern void idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull);
 extern bool idem_row_completed(const IdemRow *row);
 extern bool idem_row_live(const IdemRow *row, TimestampTz now);
@@ -143,8 +183,8 @@ typedef struct IdemKeyLock
 } IdemKeyLock;
 
 extern void idem_keylock_init(void);
-extern uint64 idem_key_hash(text *scope, text *key);
-extern void idem_key_prepare(IdemKeyLock *kl, text *scope, text *key);
+extern uint64 idem_key_hash(const IdemKeyName *name);
+extern void idem_key_prepare(IdemKeyLock *kl, const IdemKeyName *name);
 extern void idem_key_watch(IdemKeyLock *kl);
 extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
 extern bool idem_key_unchanged(const IdemKeyLock *kl);
@@ -153,8 +193,22 @@ extern void idem_key_unlock(const IdemKeyLock *kl);
 /*
  * Arguments shared by the SQL functions (args.c)
  */
+
+/* Longest fingerprint, in bytes: a hash fits many times over */
+#define IDEM_MAX_FINGERPRINT		1024
+
+/* Longest ttl or lease, in years: now + it never overflows a timestamp */
+#define IDEM_MAX_INTERVAL_YEARS		100
+
 extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_scope_arg(FunctionCallInfo fcinfo, int argno);
+extern Oid	idem_owner_arg(FunctionCallInfo fcinfo, int argno);
+extern text *idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno);
+extern Interval *idem_interval_arg(FunctionCallInfo fcinfo, int argno,
+								   const char *argname);
+extern TimestampTz idem_timestamp_plus(TimestampTz ts, Interval *span);
+extern void idem_check_payload_size(Datum value, bool is_text,
+									const char *what);
 extern void idem_prevent_write(const char *funcname);
 extern char *idem_key_cstring(text *key);
 
@@ -162,16 +216,16 @@ extern char *idem_key_cstring(text *key);
  * Transactional claims that are completed at commit (pending.c)
  */
 extern void idem_pending_init(void);
-extern void idem_pending_add(text *scope, text *key, ItemPointer tid);
-extern void idem_pending_completed(text *scope, text *key, ItemPointer tid);
-extern bool idem_pending_fetch(Relation rel, text *scope, text *key,
+extern void idem_pending_add(const IdemKeyName *name, ItemPointer tid);
+extern void idem_pending_completed(const IdemKeyName *name, ItemPointer tid);
+extern bool idem_pending_fetch(Relation rel, const IdemKeyName *name,
 							   IdemRow *row);
-extern void idem_deferred_claim(text *scope, text *key, text *fingerprint,
+extern void idem_deferred_claim(const IdemKeyName *name, text *fingerprint,
 								TimestampTz created_at, TimestampTz expires_at);
-extern bool idem_deferred_row(text *scope, text *key, IdemRow *row);
-extern void idem_deferred_complete(text *scope, text *key, Jsonb *response,
+extern bool idem_deferred_row(const IdemKeyName *name, IdemRow *row);
+extern void idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
 								   TimestampTz now);
-extern void idem_deferred_drop(text *scope, text *key);
+extern void idem_deferred_drop(const IdemKeyName *name);
 
 /*
  * Expiry (sweep.c)

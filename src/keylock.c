@@ -4,7 +4,7 @@
  *		of the commits of their holders.
  *
  * A key's lock is an advisory lock whose tag holds the database, a 64-bit
- * hash of (scope, key) and, in the field that pg_advisory_lock(bigint) sets
+ * hash of (owner, scope, key) and, in the field that pg_advisory_lock(bigint) sets
  * to 1 and pg_advisory_lock(int, int) sets to 2, the extension's own number.
  * An application's advisory locks therefore never collide with these.  Locks
  * are transaction-scoped: a rollback, a crash or the end of a pooled
@@ -57,23 +57,27 @@ static bool any_locked = false;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* 64-bit hash of (scope, key), the key's identity in locks and hash tables */
+/*
+ * 64-bit hash of (owner, scope, key), the key's identity in locks and hash
+ * tables.  Keys of two roles have two locks: neither role waits for, or
+ * learns of, the other's claims.
+ */
 uint64
-idem_key_hash(text *scope, text *key)
+idem_key_hash(const IdemKeyName *name)
 {
 	uint64		h;
 
-	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(scope),
-							VARSIZE_ANY_EXHDR(scope), 0);
-	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(key),
-							   VARSIZE_ANY_EXHDR(key), h);
+	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(name->scope),
+							VARSIZE_ANY_EXHDR(name->scope), (uint64) name->owner);
+	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(name->key),
+							   VARSIZE_ANY_EXHDR(name->key), h);
 }
 
-/* Hash (scope, key), build its lock tag and pick its slot */
+/* Hash a key, build its lock tag and pick its slot */
 void
-idem_key_prepare(IdemKeyLock *kl, text *scope, text *key)
+idem_key_prepare(IdemKeyLock *kl, const IdemKeyName *name)
 {
-	uint64		h = idem_key_hash(scope, key);
+	uint64		h = idem_key_hash(name);
 
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 IDEM_KEY_LOCK_SPACE);

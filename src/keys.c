@@ -56,9 +56,9 @@ idem_keys_open(LOCKMODE lockmode)
 	return rel;
 }
 
-/* Start a row for a new key: every column NULL but scope and key */
+/* Start a row for a new key: every column NULL but owner, scope and key */
 void
-idem_row_init(IdemRow *row, text *scope, text *key)
+idem_row_init(IdemRow *row, const IdemKeyName *name)
 {
 	const IdemCatalog *cat = idem_catalog();
 	int			i;
@@ -74,11 +74,12 @@ idem_row_init(IdemRow *row, text *scope, text *key)
 		row->values[i] = (Datum) 0;
 		row->isnull[i] = true;
 	}
-	idem_row_set(row, IDEM_COL_SCOPE, PointerGetDatum(scope), false);
-	idem_row_set(row, IDEM_COL_KEY, PointerGetDatum(key), false);
+	idem_row_set(row, IDEM_COL_SCOPE, PointerGetDatum(name->scope), false);
+	idem_row_set(row, IDEM_COL_KEY, PointerGetDatum(name->key), false);
+	idem_row_set(row, IDEM_COL_OWNER, ObjectIdGetDatum(name->owner), false);
 }
 
-/* Set one column of a row */
+/* Set one column of a row; a column the table does not have is ignored */
 void
 idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull)
 {
@@ -86,8 +87,19 @@ idem_row_set(IdemRow *row, IdemColumn col, Datum value, bool isnull)
 
 	row->values[col] = value;
 	row->isnull[col] = isnull;
-	row->all_values[attnum - 1] = value;
-	row->all_isnull[attnum - 1] = isnull;
+	if (attnum != InvalidAttrNumber)
+	{
+		row->all_values[attnum - 1] = value;
+		row->all_isnull[attnum - 1] = isnull;
+	}
+}
+
+/* The role a row's key belongs to; InvalidOid for a key that records none */
+Oid
+idem_row_owner(const IdemRow *row)
+{
+	return row->isnull[IDEM_COL_OWNER] ? InvalidOid :
+		DatumGetObjectId(row->values[IDEM_COL_OWNER]);
 }
 
 /* Is the row's status 'completed'? */
@@ -153,6 +165,12 @@ row_from_slot(Relation rel, TupleTableSlot *slot, IdemRow *row)
 	}
 	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
 	{
+		if (cat->attnum[i] == InvalidAttrNumber)
+		{
+			row->values[i] = (Datum) 0;
+			row->isnull[i] = true;
+			continue;
+		}
 		row->values[i] = row->all_values[cat->attnum[i] - 1];
 		row->isnull[i] = row->all_isnull[cat->attnum[i] - 1];
 	}
@@ -168,9 +186,23 @@ idem_text_equal(const text *a, const text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+/* The owner of the row in a slot; InvalidOid when it records none */
+static Oid
+slot_owner(TupleTableSlot *slot)
+{
+	AttrNumber	attnum = idem_catalog()->attnum[IDEM_COL_OWNER];
+	bool		isnull;
+	Datum		value;
+
+	if (attnum == InvalidAttrNumber)
+		return InvalidOid;
+	value = slot_getattr(slot, attnum, &isnull);
+	return isnull ? InvalidOid : DatumGetObjectId(value);
+}
+
 /*
  * Read the row version at 'tid' if SnapshotSelf sees it and it is the row of
- * (scope, key).  The caller must know that the version's page still exists:
+ * the key 'name'.  The caller must know that the version's page still exists:
  * the pending list uses it for versions this transaction wrote and did not
  * roll back.  A version that this transaction replaced or deleted since is
  * not seen, and the caller then looks the key up through the index.
@@ -181,7 +213,7 @@ idem_text_equal(const text *a, const text *b)
  * until the next VACUUM.
  */
 bool
-idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
+idem_keys_fetch_tid(Relation rel, ItemPointer tid, const IdemKeyName *name,
 					IdemRow *row)
 {
 	const IdemCatalog *cat = idem_catalog();
@@ -203,8 +235,9 @@ idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 		Datum		k = slot_getattr(slot, cat->attnum[IDEM_COL_KEY], &isnull);
 		Datum		s = slot_getattr(slot, cat->attnum[IDEM_COL_SCOPE], &isnull);
 
-		if (idem_text_equal(DatumGetTextPP(k), key) &&
-			idem_text_equal(DatumGetTextPP(s), scope))
+		if (idem_text_equal(DatumGetTextPP(k), name->key) &&
+			idem_text_equal(DatumGetTextPP(s), name->scope) &&
+			slot_owner(slot) == name->owner)
 		{
 			row_from_slot(rel, slot, row);
 			found = true;
@@ -215,25 +248,32 @@ idem_keys_fetch_tid(Relation rel, ItemPointer tid, text *scope, text *key,
 }
 
 /*
- * Start a look-up of (scope, key) through the primary key.  Reads see what
+ * Start a look-up of a key through the primary key.  Reads see what
  * 'snapshot' sees; SnapshotSelf sees what committed and what this
  * transaction wrote, including in the current command.  The claim paths read
  * with it, so that they answer from the latest committed row at every
  * isolation level.
+ *
+ * The scan searches (scope, key), the leading columns of the primary key,
+ * and picks the row of the key's owner among the rows of other roles that
+ * use the same key; usually there are none.  A row that records no owner
+ * (claimed under version 0.1) answers for every role that has no row of
+ * its own.
  */
 void
-idem_keys_lookup_begin(IdemLookup *lookup, Relation rel, text *scope,
-					   text *key, Snapshot snapshot)
+idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
+					   const IdemKeyName *name, Snapshot snapshot)
 {
 	Relation	index = index_open(idem_catalog()->pkey_indexid, AccessShareLock);
 
 	ScanKeyEntryInitialize(&lookup->skey[0], 0, 1, BTEqualStrategyNumber,
 						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,
-						   PointerGetDatum(scope));
+						   PointerGetDatum(name->scope));
 	ScanKeyEntryInitialize(&lookup->skey[1], 0, 2, BTEqualStrategyNumber,
 						   InvalidOid, index->rd_indcollation[1], F_TEXTEQ,
-						   PointerGetDatum(key));
+						   PointerGetDatum(name->key));
 	lookup->rel = rel;
+	lookup->owner = name->owner;
 	lookup->index = index;
 	lookup->slot = table_slot_create(rel, NULL);
 	lookup->scan = idem_index_beginscan(rel, index, snapshot, 2, 0);
@@ -247,11 +287,25 @@ idem_keys_lookup_begin(IdemLookup *lookup, Relation rel, text *scope,
 bool
 idem_keys_lookup(IdemLookup *lookup, IdemRow *row)
 {
-	bool		found;
+	bool		found = false;
 
-	found = index_getnext_slot(lookup->scan, ForwardScanDirection, lookup->slot);
-	if (found)
-		row_from_slot(lookup->rel, lookup->slot, row);
+	while (index_getnext_slot(lookup->scan, ForwardScanDirection, lookup->slot))
+	{
+		Oid			owner = slot_owner(lookup->slot);
+
+		if (owner == lookup->owner)
+		{
+			row_from_slot(lookup->rel, lookup->slot, row);
+			found = true;
+			break;
+		}
+		/* a row of no role: the answer, unless one of our own follows */
+		if (owner == InvalidOid && !found)
+		{
+			row_from_slot(lookup->rel, lookup->slot, row);
+			found = true;
+		}
+	}
 
 	/*
 	 * The row is copied: drop the buffer pins now, since the caller may wait
@@ -268,18 +322,19 @@ idem_keys_lookup_end(IdemLookup *lookup)
 {
 	index_endscan(lookup->scan);
 	ExecDropSingleTupleTableSlot(lookup->slot);
-	index_close(lookup->index, AccessShareLock);
+	/* locked until the transaction ends, like the table */
+	index_close(lookup->index, NoLock);
 }
 
-/* Find the row of (scope, key) visible to 'snapshot' through the primary key */
+/* Find the row of a key visible to 'snapshot' through the primary key */
 bool
-idem_keys_fetch(Relation rel, text *scope, text *key, Snapshot snapshot,
+idem_keys_fetch(Relation rel, const IdemKeyName *name, Snapshot snapshot,
 				IdemRow *row)
 {
 	IdemLookup	lookup;
 	bool		found;
 
-	idem_keys_lookup_begin(&lookup, rel, scope, key, snapshot);
+	idem_keys_lookup_begin(&lookup, rel, name, snapshot);
 	found = idem_keys_lookup(&lookup, row);
 	idem_keys_lookup_end(&lookup);
 	return found;
@@ -290,10 +345,13 @@ static EState *
 writer_begin(Relation rel, ResultRelInfo **rri_out)
 {
 	EState	   *estate = CreateExecutorState();
+	MemoryContext oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
+	/* everything it builds lives in the executor state's memory */
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
+	MemoryContextSwitchTo(oldcxt);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	*rri_out = rri;
 	return estate;
@@ -305,6 +363,55 @@ writer_end(EState *estate, ResultRelInfo *rri)
 {
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
+}
+
+/*
+ * Start inserting rows: one executor state, one set of open indexes and one
+ * slot for all of them, however many there are (the rows of a transaction's
+ * deferred claims, at commit)
+ */
+IdemWriter *
+idem_writer_begin(Relation rel)
+{
+	IdemWriter *writer = palloc(sizeof(IdemWriter));
+
+	writer->rel = rel;
+	writer->estate = writer_begin(rel, &writer->rri);
+	writer->slot = table_slot_create(rel, NULL);
+	return writer;
+}
+
+/*
+ * Insert a row through a writer; a concurrent duplicate raises
+ * unique_violation.  The row is seen by this command's later reads
+ * (SnapshotSelf), and by the next command once the writer ends.
+ */
+void
+idem_writer_insert(IdemWriter *writer, IdemRow *row)
+{
+	TupleTableSlot *slot = writer->slot;
+	int			natts = RelationGetDescr(writer->rel)->natts;
+
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, row->all_values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, row->all_isnull, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(writer->rel, slot, writer->estate->es_output_cid, 0, NULL);
+	list_free(idem_insert_index_tuples(writer->rri, slot, writer->estate, false));
+	ResetPerTupleExprContext(writer->estate);
+	row->tid = slot->tts_tid;
+	row->own = true;
+}
+
+/* Release a writer, and make what it inserted visible to the next command */
+void
+idem_writer_end(IdemWriter *writer)
+{
+	ExecDropSingleTupleTableSlot(writer->slot);
+	writer_end(writer->estate, writer->rri);
+	pfree(writer);
+	CommandCounterIncrement();
 }
 
 /* Form the row in a slot of the table's own type */
@@ -321,24 +428,14 @@ row_slot(Relation rel, IdemRow *row)
 	return slot;
 }
 
-/* Insert a new row; a concurrent duplicate raises unique_violation */
+/* Insert one new row; a concurrent duplicate raises unique_violation */
 void
 idem_keys_insert(Relation rel, IdemRow *row)
 {
-	ResultRelInfo *rri;
-	EState	   *estate = writer_begin(rel, &rri);
-	TupleTableSlot *slot = row_slot(rel, row);
-	List	   *recheck;
+	IdemWriter *writer = idem_writer_begin(rel);
 
-	table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
-	recheck = idem_insert_index_tuples(rri, slot, estate, false);
-	list_free(recheck);
-	row->tid = slot->tts_tid;
-	row->own = true;
-
-	ExecDropSingleTupleTableSlot(slot);
-	writer_end(estate, rri);
-	CommandCounterIncrement();
+	idem_writer_insert(writer, row);
+	idem_writer_end(writer);
 }
 
 /*

@@ -26,11 +26,15 @@
  *
  * Every change is stamped with the subtransaction that made it, and undone
  * when that subtransaction (or one around it) rolls back, as the row would
- * have been.
+ * have been.  A change made inside a subtransaction first logs the entry as
+ * it was (undo_log); a rollback to a savepoint restores, from the end of the
+ * log, what was changed since the savepoint, and so costs in proportion to
+ * what the savepoint did, not to every key of the transaction.  Changes at
+ * the top level are not logged: only the end of the transaction undoes them.
  *
  * Entries are found by a linear search while there are few of them, as in
  * the usual transaction that claims one key; past INDEX_THRESHOLD a hash
- * table on (scope, key) is built, so that a transaction claiming many keys
+ * table on (owner, scope, key) is built, so that a transaction claiming many keys
  * does not pay a search of all the others for each.
  */
 #include "postgres.h"
@@ -48,8 +52,7 @@
 
 typedef struct PendingKey
 {
-	text	   *scope;
-	text	   *key;
+	IdemKeyName name;			/* texts copied */
 	bool		deferred;		/* the row is inserted at commit */
 	SubTransactionId completed_in;	/* idem_complete() completed it here, or
 									 * InvalidSubTransactionId */
@@ -73,25 +76,35 @@ typedef struct PendingKey
 /* Entries beyond which they are found through pending_index */
 #define INDEX_THRESHOLD		16
 
-/* The key of pending_index: the texts of the key's first entry */
-typedef struct PendingName
-{
-	text	   *scope;
-	text	   *key;
-} PendingName;
-
 /* An entry of pending_index: the key's entries, newest first */
 typedef struct PendingSlot
 {
-	PendingName name;
+	IdemKeyName name;			/* the texts of the key's first entry */
 	PendingKey *newest;
 } PendingSlot;
 
 /* Keys claimed by the current transaction, in TopTransactionContext */
 static List *pending_keys = NIL;
 
-/* pending_keys by (scope, key) once there are many, or NULL */
+/* pending_keys by (owner, scope, key) once there are many, or NULL */
 static HTAB *pending_index = NULL;
+
+/* An entry as it was before a change made in subtransaction 'subid' */
+typedef struct PendingUndo
+{
+	PendingKey *pk;
+	SubTransactionId subid;
+	PendingKey	before;
+} PendingUndo;
+
+/*
+ * Changes made in subtransactions, oldest first, in TopTransactionContext.
+ * Subtransaction ids grow, so the changes made since a subtransaction
+ * started are the ones at the end with an id at least its own.
+ */
+static PendingUndo *undo_log = NULL;
+static int	undo_len = 0;
+static int	undo_size = 0;
 
 /* Copy a text into TopTransactionContext */
 static text *
@@ -108,34 +121,37 @@ deferred_active(PendingKey *pk)
 		pk->released_in == InvalidSubTransactionId;
 }
 
-/* Hash of a PendingName, by content */
+/* Are two key names the same key? */
+static bool
+name_equal(const IdemKeyName *a, const IdemKeyName *b)
+{
+	return a->owner == b->owner && idem_text_equal(a->key, b->key) &&
+		idem_text_equal(a->scope, b->scope);
+}
+
+/* Hash of an IdemKeyName, by content */
 static uint32
 pending_name_hash(const void *key, Size keysize)
 {
-	const PendingName *name = (const PendingName *) key;
-
-	return (uint32) idem_key_hash(name->scope, name->key);
+	return (uint32) idem_key_hash((const IdemKeyName *) key);
 }
 
-/* Compare two PendingNames by content; 0 when equal */
+/* Compare two IdemKeyNames by content; 0 when equal */
 static int
 pending_name_match(const void *key1, const void *key2, Size keysize)
 {
-	const PendingName *a = (const PendingName *) key1;
-	const PendingName *b = (const PendingName *) key2;
-
-	return (idem_text_equal(a->key, b->key) && idem_text_equal(a->scope, b->scope)) ? 0 : 1;
+	return name_equal((const IdemKeyName *) key1,
+					  (const IdemKeyName *) key2) ? 0 : 1;
 }
 
 /* Put an entry in pending_index, in front of older entries of its key */
 static void
 pending_index_add(PendingKey *pk)
 {
-	PendingName name = {pk->scope, pk->key};
 	PendingSlot *slot;
 	bool		found;
 
-	slot = hash_search(pending_index, &name, HASH_ENTER, &found);
+	slot = hash_search(pending_index, &pk->name, HASH_ENTER, &found);
 	pk->next_same = found ? slot->newest : NULL;
 	slot->newest = pk;
 }
@@ -147,7 +163,7 @@ pending_index_build(void)
 	HASHCTL		ctl;
 	ListCell   *lc;
 
-	ctl.keysize = sizeof(PendingName);
+	ctl.keysize = sizeof(IdemKeyName);
 	ctl.entrysize = sizeof(PendingSlot);
 	ctl.hash = pending_name_hash;
 	ctl.match = pending_name_match;
@@ -161,12 +177,11 @@ pending_index_build(void)
 
 /* The newest entry of a key that satisfies want, or NULL */
 static PendingKey *
-pending_find(text *scope, text *key, bool (*want) (PendingKey *))
+pending_find(const IdemKeyName *name, bool (*want) (PendingKey *))
 {
 	if (pending_index != NULL)
 	{
-		PendingName name = {scope, key};
-		PendingSlot *slot = hash_search(pending_index, &name, HASH_FIND, NULL);
+		PendingSlot *slot = hash_search(pending_index, name, HASH_FIND, NULL);
 		PendingKey *pk;
 
 		for (pk = slot ? slot->newest : NULL; pk != NULL; pk = pk->next_same)
@@ -183,7 +198,7 @@ pending_find(text *scope, text *key, bool (*want) (PendingKey *))
 		{
 			PendingKey *pk = (PendingKey *) lfirst(lc);
 
-			if (want(pk) && idem_text_equal(pk->key, key) && idem_text_equal(pk->scope, scope))
+			if (want(pk) && name_equal(&pk->name, name))
 				return pk;
 		}
 	}
@@ -199,27 +214,28 @@ is_written(PendingKey *pk)
 
 /* The entry of a claim that wrote its row, or NULL */
 static PendingKey *
-pending_find_written(text *scope, text *key)
+pending_find_written(const IdemKeyName *name)
 {
-	return pending_find(scope, key, is_written);
+	return pending_find(name, is_written);
 }
 
 /* The deferred claim of a key that still stands, or NULL */
 static PendingKey *
-pending_find_deferred(text *scope, text *key)
+pending_find_deferred(const IdemKeyName *name)
 {
-	return pending_find(scope, key, deferred_active);
+	return pending_find(name, deferred_active);
 }
 
 /* A new entry, in TopTransactionContext */
 static PendingKey *
-pending_new(text *scope, text *key, bool deferred)
+pending_new(const IdemKeyName *name, bool deferred)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *pk = palloc0(sizeof(PendingKey));
 
-	pk->scope = text_copy(scope);
-	pk->key = text_copy(key);
+	pk->name.owner = name->owner;
+	pk->name.scope = text_copy(name->scope);
+	pk->name.key = text_copy(name->key);
 	pk->deferred = deferred;
 	pending_keys = lappend(pending_keys, pk);
 	if (pending_index != NULL)
@@ -228,6 +244,28 @@ pending_new(text *scope, text *key, bool deferred)
 		pending_index_build();
 	MemoryContextSwitchTo(oldcxt);
 	return pk;
+}
+
+/* Log an entry as it is, before a change made in a subtransaction */
+static void
+pending_remember(PendingKey *pk)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	PendingUndo *undo;
+
+	if (subid == TopSubTransactionId)
+		return;
+	if (undo_len == undo_size)
+	{
+		undo_size = undo_size == 0 ? 64 : undo_size * 2;
+		undo_log = undo_log == NULL ?
+			MemoryContextAlloc(TopTransactionContext, sizeof(PendingUndo) * undo_size) :
+			repalloc(undo_log, sizeof(PendingUndo) * undo_size);
+	}
+	undo = &undo_log[undo_len++];
+	undo->pk = pk;
+	undo->subid = subid;
+	undo->before = *pk;
 }
 
 /* Remember where this transaction wrote the key's row last */
@@ -243,12 +281,13 @@ pending_set_tid(PendingKey *pk, ItemPointer tid)
  * row, and the version it wrote
  */
 void
-idem_pending_add(text *scope, text *key, ItemPointer tid)
+idem_pending_add(const IdemKeyName *name, ItemPointer tid)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	if (pk == NULL)
-		pk = pending_new(scope, key, false);
+		pk = pending_new(name, false);
+	pending_remember(pk);
 	/* claimed again: in progress again */
 	pk->completed_in = InvalidSubTransactionId;
 	pending_set_tid(pk, tid);
@@ -259,12 +298,13 @@ idem_pending_add(text *scope, text *key, ItemPointer tid)
  * subtransaction, writing the version at tid
  */
 void
-idem_pending_completed(text *scope, text *key, ItemPointer tid)
+idem_pending_completed(const IdemKeyName *name, ItemPointer tid)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	if (pk != NULL)
 	{
+		pending_remember(pk);
 		pk->completed_in = GetCurrentSubTransactionId();
 		pending_set_tid(pk, tid);
 	}
@@ -276,7 +316,7 @@ pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
 {
 	if (pk->tid_in == InvalidSubTransactionId)
 		return false;
-	return idem_keys_fetch_tid(rel, &pk->tid, pk->scope, pk->key, row);
+	return idem_keys_fetch_tid(rel, &pk->tid, &pk->name, row);
 }
 
 /*
@@ -285,21 +325,22 @@ pending_fetch_entry(Relation rel, PendingKey *pk, IdemRow *row)
  * caller then searches the index.
  */
 bool
-idem_pending_fetch(Relation rel, text *scope, text *key, IdemRow *row)
+idem_pending_fetch(Relation rel, const IdemKeyName *name, IdemRow *row)
 {
-	PendingKey *pk = pending_find_written(scope, key);
+	PendingKey *pk = pending_find_written(name);
 
 	return pk != NULL && pending_fetch_entry(rel, pk, row);
 }
 
 /* Make a deferred claim of a key that has no row */
 void
-idem_deferred_claim(text *scope, text *key, text *fingerprint,
+idem_deferred_claim(const IdemKeyName *name, text *fingerprint,
 					TimestampTz created_at, TimestampTz expires_at)
 {
-	PendingKey *pk = pending_new(scope, key, true);
+	PendingKey *pk = pending_new(name, true);
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 
+	pending_remember(pk);
 	pk->claimed_in = GetCurrentSubTransactionId();
 	pk->fingerprint = fingerprint ? text_copy(fingerprint) : NULL;
 	pk->created_at = created_at;
@@ -314,7 +355,7 @@ deferred_row(PendingKey *pk, IdemRow *row)
 	const IdemCatalog *cat = idem_catalog();
 	bool		completed = pk->completed_in != InvalidSubTransactionId;
 
-	idem_row_init(row, pk->scope, pk->key);
+	idem_row_init(row, &pk->name);
 	row->own = true;
 	idem_row_set(row, IDEM_COL_STATUS,
 				 ObjectIdGetDatum(completed ? cat->status_completed : cat->status_in_progress),
@@ -332,13 +373,13 @@ deferred_row(PendingKey *pk, IdemRow *row)
 
 /* The row of this transaction's deferred claim of a key, if there is one */
 bool
-idem_deferred_row(text *scope, text *key, IdemRow *row)
+idem_deferred_row(const IdemKeyName *name, IdemRow *row)
 {
 	PendingKey *pk;
 
 	if (pending_keys == NIL)
 		return false;
-	pk = pending_find_deferred(scope, key);
+	pk = pending_find_deferred(name);
 	if (pk == NULL)
 		return false;
 	deferred_row(pk, row);
@@ -347,12 +388,14 @@ idem_deferred_row(text *scope, text *key, IdemRow *row)
 
 /* Complete a deferred claim with this response (NULL for none) */
 void
-idem_deferred_complete(text *scope, text *key, Jsonb *response, TimestampTz now)
+idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
+					   TimestampTz now)
 {
-	PendingKey *pk = pending_find_deferred(scope, key);
+	PendingKey *pk = pending_find_deferred(name);
 	MemoryContext oldcxt;
 
 	Assert(pk != NULL);
+	pending_remember(pk);
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	pk->response = response ? (Jsonb *) PG_DETOAST_DATUM_COPY(PointerGetDatum(response)) : NULL;
 	MemoryContextSwitchTo(oldcxt);
@@ -362,11 +405,12 @@ idem_deferred_complete(text *scope, text *key, Jsonb *response, TimestampTz now)
 
 /* Give up a deferred claim (idem_release(), idem_forget()) */
 void
-idem_deferred_drop(text *scope, text *key)
+idem_deferred_drop(const IdemKeyName *name)
 {
-	PendingKey *pk = pending_find_deferred(scope, key);
+	PendingKey *pk = pending_find_deferred(name);
 
 	Assert(pk != NULL);
+	pending_remember(pk);
 	pk->released_in = GetCurrentSubTransactionId();
 }
 
@@ -387,7 +431,13 @@ commit_has_work(void)
 	return false;
 }
 
-/* Write the deferred claims, and complete the written keys still in progress */
+/*
+ * Write the deferred claims, and complete the written keys still in
+ * progress.  However many keys there are, the deferred rows go through one
+ * executor state (IdemWriter), and each key's row is built in a memory
+ * context that is reset before the next: COMMIT costs per key what it costs
+ * for one.
+ */
 static void
 complete_pending(void)
 {
@@ -396,6 +446,9 @@ complete_pending(void)
 	TimestampTz now;
 	ListCell   *lc;
 	int64		completed = 0;
+	IdemWriter *writer = NULL;
+	MemoryContext row_cxt;
+	MemoryContext oldcxt;
 
 	if (!commit_has_work())
 		return;
@@ -412,6 +465,9 @@ complete_pending(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* not idem_keys_open(): the claim passed its checks as its caller */
 	rel = table_open(cat->keys_relid, RowExclusiveLock);
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext,
+									"idempotency commit row",
+									ALLOCSET_DEFAULT_SIZES);
 	foreach(lc, pending_keys)
 	{
 		PendingKey *pk = (PendingKey *) lfirst(lc);
@@ -428,26 +484,37 @@ complete_pending(void)
 				pk->response = NULL;
 				completed++;
 			}
+			if (writer == NULL)
+				writer = idem_writer_begin(rel);
+			oldcxt = MemoryContextSwitchTo(row_cxt);
 			deferred_row(pk, &row);
-			idem_keys_insert(rel, &row);
+			idem_writer_insert(writer, &row);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(row_cxt);
 			continue;
 		}
 
 		if (pk->completed_in != InvalidSubTransactionId)
 			continue;
-		if (!pending_fetch_entry(rel, pk, &row) &&
-			!idem_keys_fetch(rel, pk->scope, pk->key, SnapshotSelf, &row))
-			continue;
-		if (!row.own || idem_row_completed(&row) ||
-			!row.isnull[IDEM_COL_LOCKED_UNTIL])
-			continue;
-		idem_row_set(&row, IDEM_COL_STATUS,
-					 ObjectIdGetDatum(cat->status_completed), false);
-		idem_row_set(&row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(now), false);
-		idem_keys_update(rel, &row);
-		completed++;
+		oldcxt = MemoryContextSwitchTo(row_cxt);
+		if ((pending_fetch_entry(rel, pk, &row) ||
+			 idem_keys_fetch(rel, &pk->name, SnapshotSelf, &row)) &&
+			row.own && !idem_row_completed(&row) &&
+			row.isnull[IDEM_COL_LOCKED_UNTIL])
+		{
+			idem_row_set(&row, IDEM_COL_STATUS,
+						 ObjectIdGetDatum(cat->status_completed), false);
+			idem_row_set(&row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(now), false);
+			idem_keys_update(rel, &row);
+			completed++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(row_cxt);
 	}
-	table_close(rel, RowExclusiveLock);
+	if (writer != NULL)
+		idem_writer_end(writer);
+	MemoryContextDelete(row_cxt);
+	table_close(rel, NoLock);
 	PopActiveSnapshot();
 	idem_count(IDEM_COUNT_COMPLETIONS, completed);
 }
@@ -468,9 +535,11 @@ pending_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			/* both lived in TopTransactionContext, which is going away */
+			/* all lived in TopTransactionContext, which is going away */
 			pending_keys = NIL;
 			pending_index = NULL;
+			undo_log = NULL;
+			undo_len = undo_size = 0;
 			break;
 		default:
 			break;
@@ -479,33 +548,24 @@ pending_xact_callback(XactEvent event, void *arg)
 
 /*
  * Subtransaction callback: a rollback to a savepoint undoes the claims,
- * completions, releases and row versions made since.  Subtransaction ids
- * grow, and every subtransaction started after this one is inside it, so
- * those changes carry an id at least this one's.
+ * completions, releases and row versions made since, from the end of the
+ * undo log.  Every change made since the subtransaction started carries an
+ * id at least its own, and every change made before it a smaller one.
  */
 static void
 pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						 SubTransactionId parentSubid, void *arg)
 {
-	ListCell   *lc;
-
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
-	foreach(lc, pending_keys)
+	while (undo_len > 0 && undo_log[undo_len - 1].subid >= mySubid)
 	{
-		PendingKey *pk = (PendingKey *) lfirst(lc);
+		PendingUndo *undo = &undo_log[--undo_len];
+		PendingKey *next_same = undo->pk->next_same;
 
-		if (pk->claimed_in != InvalidSubTransactionId && pk->claimed_in >= mySubid)
-			pk->claimed_in = InvalidSubTransactionId;
-		if (pk->released_in != InvalidSubTransactionId && pk->released_in >= mySubid)
-			pk->released_in = InvalidSubTransactionId;
-		if (pk->completed_in != InvalidSubTransactionId && pk->completed_in >= mySubid)
-		{
-			pk->completed_in = InvalidSubTransactionId;
-			pk->response = NULL;
-		}
-		if (pk->tid_in != InvalidSubTransactionId && pk->tid_in >= mySubid)
-			pk->tid_in = InvalidSubTransactionId;
+		/* the index chain is not part of what changed */
+		*undo->pk = undo->before;
+		undo->pk->next_same = next_same;
 	}
 }
 

@@ -125,8 +125,10 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 
 	if (!OidIsValid(cat->expires_indexid))
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("table \"idem_keys\" has no index on expires_at")));
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"idem_keys\" has no btree index on expires_at"),
+				 errdetail("The sweep deletes expired keys in the order of that index."),
+				 errhint("Create one with CREATE INDEX ON idem_keys (expires_at).")));
 
 	if (nowait)
 	{
@@ -189,7 +191,8 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snapshot);
-	index_close(index, AccessShareLock);
+	/* both stay locked until the transaction ends */
+	index_close(index, NoLock);
 	table_close(rel, NoLock);
 
 	if (deleted > 0)

@@ -28,7 +28,7 @@ $node->safe_psql('postgres', q{
 	       LATERAL idem_claim('exp-' || i, ttl => '1 millisecond');
 });
 ok( $node->poll_query_until('postgres',
-		q{SELECT last_sweep_error LIKE '%has no index on expires_at%' FROM idem_stats}),
+		q{SELECT last_sweep_error LIKE '%has no btree index on expires_at%' FROM idem_stats}),
 	'the error is shown in idem_stats');
 my $runs = $node->safe_psql('postgres', 'SELECT sweeper_runs FROM idem_stats');
 ok( $node->poll_query_until('postgres', "SELECT sweeper_runs > $runs FROM idem_stats"),
@@ -38,7 +38,7 @@ is( $node->safe_psql('postgres',
 	$launcher, 'the launcher did not restart');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM idem_keys WHERE key LIKE 'exp-%'}),
 	'5', 'nothing was swept');
-ok($node->log_contains('ERROR:  table "idem_keys" has no index on expires_at'),
+ok($node->log_contains('ERROR:  table "idem_keys" has no btree index on expires_at'),
 	'the error is in the server log');
 
 # The cause gone, the worker sweeps; the last error stays, older than the run

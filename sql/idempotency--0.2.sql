@@ -1,0 +1,205 @@
+/* idempotency--0.2.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION idempotency" to load this file. \quit
+
+--
+-- Types
+--
+CREATE TYPE @extschema@.idem_status AS ENUM ('in_progress', 'completed');
+
+CREATE TYPE @extschema@.idem_outcome AS ENUM ('claimed', 'replay', 'in_progress', 'mismatch');
+
+--
+-- The keys table: one row per live key.  Scope and key use the "C" collation:
+-- they are identifiers, compared byte for byte, which keeps the primary key
+-- fast whatever the database's locale.  A key belongs to the role that
+-- claimed it (owner): two roles that use the same key string hold two keys.
+-- The owner is a regrole, which pg_dump writes as the role's name, so a key
+-- stays with the same role through a restore into another cluster; pg_upgrade
+-- keeps role OIDs.  Owner 0 (shown as '-') is a key claimed under version
+-- 0.1, which records no role: every role reaches it, as in 0.1.  The default
+-- serves rows that an operator inserts by hand.
+--
+CREATE TABLE @extschema@.idem_keys (
+	scope			text COLLATE "C" NOT NULL,
+	key				text COLLATE "C" NOT NULL,
+	status			@extschema@.idem_status NOT NULL,
+	fingerprint		text,
+	response		jsonb,
+	attempt			integer NOT NULL,
+	recovery_point	text,
+	created_at		timestamptz NOT NULL,
+	completed_at	timestamptz,
+	expires_at		timestamptz NOT NULL,
+	locked_until	timestamptz,
+	lease			interval,
+	owner			regrole NOT NULL DEFAULT CURRENT_USER::regrole,
+	CONSTRAINT idem_keys_pkey PRIMARY KEY (scope, key, owner)
+);
+
+CREATE INDEX idem_keys_expires_at_idx ON @extschema@.idem_keys (expires_at);
+
+COMMENT ON TABLE @extschema@.idem_keys IS 'one row per live idempotency key';
+
+-- The functions are the interface: nobody but the table's owner touches it.
+REVOKE ALL ON @extschema@.idem_keys FROM PUBLIC;
+
+-- pg_dump keeps the keys: a restore must not forget what was already done.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_keys', '');
+
+--
+-- Functions
+--
+-- The result of idem_claim() is a named row type rather than OUT
+-- parameters: the executor then finds its columns in the type cache, instead
+-- of decoding the function's argument arrays at every call.
+CREATE TYPE @extschema@.idem_claim_result AS (
+	outcome			@extschema@.idem_outcome,
+	response		jsonb,
+	attempt			integer,
+	recovery_point	text,
+	expires_at		timestamptz
+);
+
+CREATE FUNCTION @extschema@.idem_claim(
+	key text,
+	fingerprint text DEFAULT NULL,
+	ttl interval DEFAULT NULL,
+	scope text DEFAULT '',
+	wait boolean DEFAULT true,
+	lease interval DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS @extschema@.idem_claim_result
+AS 'MODULE_PATHNAME', 'idem_claim'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_complete(
+	key text,
+	response jsonb DEFAULT NULL,
+	scope text DEFAULT '',
+	attempt integer DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'idem_complete'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_release(
+	key text,
+	scope text DEFAULT '',
+	attempt integer DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_checkpoint(
+	key text,
+	recovery_point text,
+	scope text DEFAULT '',
+	attempt integer DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'idem_checkpoint'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_lookup(
+	key text,
+	scope text DEFAULT '',
+	owner name DEFAULT NULL)
+RETURNS SETOF @extschema@.idem_keys
+AS 'MODULE_PATHNAME', 'idem_lookup'
+LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1;
+
+CREATE FUNCTION @extschema@.idem_forget(
+	key text,
+	scope text DEFAULT '',
+	owner name DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_forget'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_sweep(
+	max_rows integer DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_sweep'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_fingerprint(
+	request jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'idem_fingerprint'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Who may call what (the README's privileges table says why):
+--  * claim, complete, checkpoint, release, lookup and fingerprint: PUBLIC.
+--    A role reaches only its own keys and those of roles whose privileges it
+--    has, so these are safe for every role.
+--  * forget deletes a completed key, so that its request runs again, and
+--    sweep deletes every role's expired keys: operators' tools, granted by
+--    the database owner to the roles that need them.
+REVOKE EXECUTE ON FUNCTION @extschema@.idem_forget(text, text, name) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.idem_sweep(integer) FROM PUBLIC;
+
+--
+-- Statistics
+--
+-- Counters are cluster-wide and kept in shared memory: NULL unless the library
+-- is in shared_preload_libraries.  The sweeper columns are this database's.
+CREATE FUNCTION @extschema@.idem_stats_shared(
+	OUT claims bigint,
+	OUT replays bigint,
+	OUT in_progress_answers bigint,
+	OUT mismatches bigint,
+	OUT takeovers bigint,
+	OUT completions bigint,
+	OUT releases bigint,
+	OUT keys_swept bigint,
+	OUT counters_since timestamptz,
+	OUT sweeper_runs bigint,
+	OUT sweeper_keys bigint,
+	OUT last_sweep_at timestamptz,
+	OUT last_sweep_keys bigint,
+	OUT last_sweep_error text,
+	OUT last_sweep_error_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'idem_stats_shared'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- The keys are counted as of now; the view reads the table with its owner's
+-- rights, so a monitoring role needs no access to the keys themselves.
+CREATE VIEW @extschema@.idem_stats AS
+SELECT s.claims, s.replays, s.in_progress_answers, s.mismatches, s.takeovers,
+	   s.completions, s.releases, s.keys_swept, s.counters_since,
+	   s.sweeper_runs, s.sweeper_keys, s.last_sweep_at, s.last_sweep_keys,
+	   s.last_sweep_error, s.last_sweep_error_at,
+	   k.keys_in_progress, k.keys_completed, k.keys_expired
+  FROM @extschema@.idem_stats_shared() AS s,
+	   (SELECT pg_catalog.count(*) FILTER (
+				WHERE i.status OPERATOR(pg_catalog.=) 'in_progress'::@extschema@.idem_status
+				  AND i.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS keys_in_progress,
+			   pg_catalog.count(*) FILTER (
+				WHERE i.status OPERATOR(pg_catalog.=) 'completed'::@extschema@.idem_status
+				  AND i.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS keys_completed,
+			   pg_catalog.count(*) FILTER (
+				WHERE i.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS keys_expired
+		  FROM @extschema@.idem_keys AS i) AS k;
+
+COMMENT ON VIEW @extschema@.idem_stats IS 'idempotency counters, sweeper state and live keys';
+
+-- Counters cover every database of the cluster: for monitoring roles only.
+REVOKE ALL ON FUNCTION @extschema@.idem_stats_shared() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.idem_stats_shared() TO pg_monitor;
+REVOKE ALL ON @extschema@.idem_stats FROM PUBLIC;
+GRANT SELECT ON @extschema@.idem_stats TO pg_monitor;
+
+--
+-- Background worker
+--
+-- Start the launcher without a restart, when the library is not preloaded.
+CREATE FUNCTION @extschema@.idem_start_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_start_worker'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION @extschema@.idem_start_worker() FROM PUBLIC;
