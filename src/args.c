@@ -174,13 +174,28 @@ idem_interval_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return span;
 }
 
-/* A timestamp plus an interval that idem_interval_arg() accepted */
+/*
+ * A timestamp plus an interval that idem_interval_arg() accepted.  An
+ * interval that compares as positive may still end before it starts ('1
+ * month -30 days 1 second', added in February): that is not positive
+ * either.
+ */
 TimestampTz
-idem_timestamp_plus(TimestampTz ts, Interval *span)
+idem_timestamp_plus(TimestampTz ts, Interval *span, const char *argname)
 {
-	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-												   TimestampTzGetDatum(ts),
-												   IntervalPGetDatum(span)));
+	TimestampTz result;
+
+	result = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													 TimestampTzGetDatum(ts),
+													 IntervalPGetDatum(span)));
+	if (result <= ts)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", argname),
+				 errdetail("The %s given is %s.", argname,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(span))))));
+	return result;
 }
 
 /*

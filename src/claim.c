@@ -345,14 +345,14 @@ idem_claim(PG_FUNCTION_ARGS)
 	/* both intervals are checked, so the sums cannot overflow */
 	ttl = idem_interval_arg(fcinfo, 2, "ttl");
 	if (ttl != NULL)
-		args.expires_at = idem_timestamp_plus(args.now, ttl);
+		args.expires_at = idem_timestamp_plus(args.now, ttl, "ttl");
 	else
 		args.expires_at = TimestampTzPlusMilliseconds(args.now,
 													  (int64) idem_default_ttl * 1000);
 	args.locked_until = 0;
 	if (args.lease != NULL)
 	{
-		args.locked_until = idem_timestamp_plus(args.now, args.lease);
+		args.locked_until = idem_timestamp_plus(args.now, args.lease, "lease");
 		/* a key is kept at least as long as it is leased */
 		if (args.locked_until > args.expires_at)
 			ereport(ERROR,

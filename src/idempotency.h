@@ -206,7 +206,8 @@ extern Oid	idem_owner_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno);
 extern Interval *idem_interval_arg(FunctionCallInfo fcinfo, int argno,
 								   const char *argname);
-extern TimestampTz idem_timestamp_plus(TimestampTz ts, Interval *span);
+extern TimestampTz idem_timestamp_plus(TimestampTz ts, Interval *span,
+									   const char *argname);
 extern void idem_check_payload_size(Datum value, bool is_text,
 									const char *what);
 extern void idem_prevent_write(const char *funcname);

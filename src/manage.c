@@ -225,7 +225,8 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	check_owner(&row, name.key, fcinfo, 3);
 
 	/* the lease was checked when it was claimed: the sum cannot overflow */
-	locked_until = idem_timestamp_plus(now, DatumGetIntervalP(row.values[IDEM_COL_LEASE]));
+	locked_until = idem_timestamp_plus(now, DatumGetIntervalP(row.values[IDEM_COL_LEASE]),
+									   "lease");
 	if (!PG_ARGISNULL(1))
 		idem_row_set(&row, IDEM_COL_RECOVERY_POINT, PG_GETARG_DATUM(1), false);
 	idem_row_set(&row, IDEM_COL_LOCKED_UNTIL, TimestampTzGetDatum(locked_until), false);
