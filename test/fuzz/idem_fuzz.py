@@ -1411,6 +1411,7 @@ def main():
           % (args.seed, args.workers,
              ("seconds=%g" % args.seconds) if args.seconds else ("ops=%d per session" % args.ops),
              args.ddl, args.hostile_ddl, version, api.schema,
+             "(no extension yet)" if api.schema is None else
              "yes" if api.has("idem_claim", "owner") else "no (0.1 API)"), flush=True)
     admin.close()
     if args.hostile_check:
