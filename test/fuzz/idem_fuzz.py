@@ -395,6 +395,13 @@ class Session(threading.Thread):
                 self.lost(sqltext, params, state, msg)
                 return False
             self.s.count(state or "?????", sqltext, params, msg)
+            if state == "42883" and self.conn.info.transaction_status == 0:
+                # the extension was recreated, perhaps at another version:
+                # learn its functions' arguments again
+                try:
+                    self.api.refresh(self.conn)
+                except psycopg.Error:
+                    pass
             if state is None:
                 # not a server error: a client-side one (encoding, ...)
                 return False
