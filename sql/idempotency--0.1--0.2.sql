@@ -9,9 +9,12 @@
 -- they expire.  The primary key gains the owner, so that two roles that use
 -- the same key string hold two keys.
 --
+-- (a regrole constant cannot be a stored default, hence the UPDATE)
 ALTER TABLE @extschema@.idem_keys
-	ADD COLUMN owner regrole NOT NULL DEFAULT '-';
+	ADD COLUMN owner regrole;
+UPDATE @extschema@.idem_keys SET owner = '-';
 ALTER TABLE @extschema@.idem_keys
+	ALTER COLUMN owner SET NOT NULL,
 	ALTER COLUMN owner SET DEFAULT CURRENT_USER::regrole;
 ALTER TABLE @extschema@.idem_keys
 	DROP CONSTRAINT idem_keys_pkey,
