@@ -28,15 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-as_test_user initdb -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-cat >>"$dir/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'idempotency'
-idempotency.sweep_interval = '1s'
-CONF
-as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+start_cluster "$dir" "$port" "idempotency.sweep_interval = '1s'"
 
 psql() {
 	as_test_user psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"

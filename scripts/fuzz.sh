@@ -97,18 +97,8 @@ cp -a . "$dir/tree"
 rm -rf "$dir/tree"
 chown -R "$(test_user)" "$dir" 2>/dev/null || true
 
-as_test_user initdb -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-cat >>"$dir/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'idempotency'
-idempotency.sweep_interval = '1s'
-max_prepared_transactions = 5
-restart_after_crash = on
-log_min_messages = warning
-CONF
-as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+start_cluster "$dir" "$port" "idempotency.sweep_interval = '1s'" \
+	"max_prepared_transactions = 5" "restart_after_crash = on" "log_min_messages = warning"
 
 # python3 from Debian (psycopg is Debian's package)
 python=python3

@@ -129,6 +129,22 @@ as_test_user() {
 	fi
 }
 
+# Start a throwaway cluster in DIR/data, reached only on a unix socket in DIR,
+# with the extension preloaded; further settings may follow as arguments
+start_cluster() {
+	local dir=$1 port=$2 setting
+	shift 2
+	as_test_user initdb -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+	{
+		echo "port = $port"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "shared_preload_libraries = 'idempotency'"
+		for setting in "$@"; do echo "$setting"; done
+	} >>"$dir/data/postgresql.conf"
+	as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
 # A copy of the source tree that the test user may write to (when run as root)
 writable_tree() {
 	if [ "$(id -u)" -eq 0 ]; then

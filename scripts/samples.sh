@@ -120,14 +120,7 @@ set -e
 cd "$dir"
 
 # a throwaway cluster with the extension preloaded, on a unix socket only
-as_test_user initdb -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-cat >>"$dir/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'idempotency'
-CONF
-as_test_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+start_cluster "$dir" "$port"
 
 # Run one sample test in a database of its own, where examples/schema.sql was loaded
 run_sample() {

@@ -26,6 +26,8 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_test_user
+# the fuzzing test (100_fuzz) runs sqlsmith and a fuzzer on psycopg
+ensure_packages sqlsmith python3-psycopg
 log=$(mktemp)
 chmod 644 "$log"
 passed=0
