@@ -47,7 +47,8 @@ cache_dir() {
 }
 
 # The PostgreSQL 18 source tarball: Debian's source package when the registry
-# serves it, else the copy in ../shared/vendor checked against SHA256SUMS
+# serves it at version PG18_VERSION (apt checks it against the archive's
+# signed index), else the copy in ../shared/vendor checked against SHA256SUMS
 pg_source_tarball() {
 	local dl lists vendor
 	dl="$(cache_dir)/src"
@@ -68,7 +69,7 @@ SRC
 	local apt_opts="-o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts=$lists/parts -o Dir::State::Lists=$lists/state -o APT::Sandbox::User=root"
 	# shellcheck disable=SC2086
 	if (cd "$dl" && timeout 300 apt-get -qq $apt_opts update >/dev/null 2>&1 &&
-		timeout 300 apt-get -qq $apt_opts source --download-only "postgresql-18=$PG18_VERSION-*" >/dev/null 2>&1) &&
+		timeout 300 apt-get -qq $apt_opts source --download-only postgresql-18 >/dev/null 2>&1) &&
 		[ -f "$dl/postgresql-18_$PG18_VERSION.orig.tar.bz2" ]; then
 		rm -rf "$lists"
 		echo "$dl/postgresql-18_$PG18_VERSION.orig.tar.bz2"
