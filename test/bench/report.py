@@ -359,7 +359,9 @@ def big_section(ex, h):
                  f"cluster runs with shared_buffers = {get('shmem_big_buffers')}, so that the shared pages the "
                  f"backend touches add little to its RSS, and max_locks_per_transaction = {get('locks')}, since "
                  f"every key holds a lock until the end of its transaction: the shared memory is then "
-                 f"{get('shmem_big')} (with the benchmark's usual settings, {get('shmem_normal')}).")
+                 f"{get('shmem_big')}, of which the lock table takes the difference with "
+                 f"max_locks_per_transaction = {get('default_locks')} ({get('shmem_small_default_locks')}); with "
+                 f"the benchmark's usual settings (shared_buffers = 512MB) it is {get('shmem_normal')}.")
     lines.append('')
     lines.append(f'| keys | COMMIT ms | µs per key | per key ÷ per key at {int(small):,} keys | '
                  f'backend RSS before COMMIT, MB | peak growth during COMMIT, MB | bytes per key |')

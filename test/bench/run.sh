@@ -140,16 +140,21 @@ if [ ${#pg_configs[@]} -gt 0 ] || [ -n "$majors" ]; then
 	fi
 	rm -rf "$out"
 	mkdir -p "$out"
+	# the comparison runs right after the first major, on the same one; a
+	# failed part is reported and leaves the others their results
+	failed=0
 	for pgc in "${pg_configs[@]}"; do
 		major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 		printf '%s major %s (%s)\n' "$(date +%H:%M:%S)" "$major" "$pgc" >&2
-		PG_CONFIG=$pgc "$0" "${child_args[@]}" --out "$out/pg$major"
+		PG_CONFIG=$pgc "$0" "${child_args[@]}" --out "$out/pg$major" ||
+			{ echo "run.sh: the run on PostgreSQL $major failed" >&2; rm -rf "$out/pg$major"; failed=1; }
+		if [ -n "$compare_rev" ] && [ "$pgc" = "${pg_configs[0]}" ]; then
+			printf '%s comparison with %s\n' "$(date +%H:%M:%S)" "$compare_rev" >&2
+			PG_CONFIG=$pgc "$0" "${child_args[@]}" --compare "$compare_rev" \
+				--compare-pg-config "$compare_pg_config" --out "$out/compare" ||
+				{ echo "run.sh: the comparison failed" >&2; rm -rf "$out/compare"; failed=1; }
+		fi
 	done
-	if [ -n "$compare_rev" ]; then
-		printf '%s comparison with %s\n' "$(date +%H:%M:%S)" "$compare_rev" >&2
-		PG_CONFIG=${pg_configs[0]} "$0" "${child_args[@]}" --compare "$compare_rev" \
-			--compare-pg-config "$compare_pg_config" --out "$out/compare"
-	fi
 	python3 "$here/report.py" combine "$out" "$clients" "$hot_clients" "$hot_keys" >/dev/null
 	if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ]; then
 		cp "$out/results.md" "$here/results.md"
@@ -158,7 +163,7 @@ if [ ${#pg_configs[@]} -gt 0 ] || [ -n "$majors" ]; then
 	else
 		printf '%s results in %s (not copied over the committed results)\n' "$(date +%H:%M:%S)" "$out" >&2
 	fi
-	exit 0
+	exit "$failed"
 fi
 
 PG_CONFIG=${PG_CONFIG:-pg_config}
@@ -738,18 +743,24 @@ savepoint_loops()
 
 run_big()
 {
-	local normal round n kind max=0 locks
+	local normal small round n kind max=0 locks
 	export PGOPTIONS="-c synchronous_commit=on"
 	for n in $big_keys; do [ "$n" -gt "$max" ] && max=$n; done
 	# every key holds a lock to the end of its transaction: the shared lock
 	# table (max_locks_per_transaction x about max_connections) must hold them
 	locks=$(( max / 50 > 64 ? max / 50 : 64 ))
 	normal=$(sql -c "SHOW shared_memory_size")
+	# what the lock table alone takes: the shared memory with small buffers,
+	# without and then with the big lock table
+	restart_with "-c shared_buffers=32MB"
+	small=$(sql -c "SHOW shared_memory_size")
 	log "big transactions: max_locks_per_transaction = $locks, shared_buffers = 32MB"
 	restart_with "-c max_locks_per_transaction=$locks -c shared_buffers=32MB"
 	{
 		printf 'all\tbig\tlocks\t%s\n' "$locks"
 		printf 'all\tbig\tshmem_normal\t%s\n' "$normal"
+		printf 'all\tbig\tshmem_small_default_locks\t%s\n' "$small"
+		printf 'all\tbig\tdefault_locks\t%s\n' "$(sql -c "SELECT boot_val FROM pg_settings WHERE name = 'max_locks_per_transaction'")"
 		printf 'all\tbig\tshmem_big\t%s\n' "$(sql -c "SHOW shared_memory_size")"
 		printf 'all\tbig\tshmem_big_buffers\t%s\n' "$(sql -c "SHOW shared_buffers")"
 		printf 'all\tbig\tsavepoint_keys\t%s\n' "$savepoint_keys"
