@@ -345,6 +345,8 @@ def big_section(ex, h):
         return lines, targets, rows
     growth = per_round(ex, 'growth_kb')
     before = per_round(ex, 'rss_before_kb')
+    anon = per_round(ex, 'anon_before_kb')
+    plain = per_round(ex, 'plain_ms')
     sizes = sorted({int(n) for n, _ in commit})
     rounds = sorted({r for _, r in commit})
     small = str(sizes[0])
@@ -363,9 +365,17 @@ def big_section(ex, h):
                  f"max_locks_per_transaction = {get('default_locks')} ({get('shmem_small_default_locks')}); with "
                  f"the benchmark's usual settings (shared_buffers = 512MB) it is {get('shmem_normal')}.")
     lines.append('')
+    if plain:
+        lines.append('')
+        lines.append('For reference, each round also writes the same N rows with a plain `INSERT ... SELECT` into a '
+                     'table like idem_keys (the same columns and indexes) and commits it: what PostgreSQL itself '
+                     'takes per row at that size. The extension\'s COMMIT ÷ that plain INSERT is computed within '
+                     'each round.')
+    lines.append('')
     lines.append(f'| keys | COMMIT ms | µs per key | per key ÷ per key at {int(small):,} keys | '
-                 f'backend RSS before COMMIT, MB | peak growth during COMMIT, MB | bytes per key |')
-    lines.append('|---:|---:|---:|---:|---:|---:|---:|')
+                 f'plain INSERT µs per row | plain per row ÷ at {int(small):,} | COMMIT ÷ plain INSERT | '
+                 f'backend RSS before COMMIT, MB (private) | peak growth during COMMIT, MB | bytes per key |')
+    lines.append('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for n in sizes:
         key = str(n)
         ms = [commit[(key, r)] for r in rounds if (key, r) in commit]
@@ -373,11 +383,22 @@ def big_section(ex, h):
                  for r in rounds if (key, r) in commit and (small, r) in commit]
         g = [growth[(key, r)] for r in rounds if (key, r) in growth]
         b = [before[(key, r)] for r in rounds if (key, r) in before]
+        a = [anon[(key, r)] for r in rounds if (key, r) in anon]
         gm = statistics.median(g) if g else float('nan')
+        pl = [plain[(key, r)] for r in rounds if (key, r) in plain]
+        pl_ratio = [(plain[(key, r)] / n) / (plain[(small, r)] / int(small))
+                    for r in rounds if (key, r) in plain and (small, r) in plain]
+        vs_plain = [commit[(key, r)] / plain[(key, r)] for r in rounds if (key, r) in plain and (key, r) in commit]
         rows[n] = {'ratio': ratio, 'us_per_key': statistics.median(ms) * 1000 / n, 'growth_mb': gm / 1024,
-                   'growth_max_mb': max(g) / 1024 if g else float('nan')}
+                   'growth_max_mb': max(g) / 1024 if g else float('nan'), 'plain_ratio': pl_ratio,
+                   'vs_plain': vs_plain}
+        rss = f"{statistics.median(b) / 1024:,.1f}"
+        if a:
+            rss += f" ({statistics.median(a) / 1024:,.1f})"
         lines.append(f"| {n:,} | {statistics.median(ms):,.0f} | {statistics.median(ms) * 1000 / n:.2f} | "
-                     f"{'' if key == small else fmt_ratio(ratio)} | {statistics.median(b) / 1024:,.1f} | "
+                     f"{'' if key == small else fmt_ratio(ratio)} | "
+                     f"{statistics.median(pl) * 1000 / n if pl else float('nan'):.2f} | "
+                     f"{'' if key == small else fmt_ratio(pl_ratio)} | {fmt_ratio(vs_plain)} | {rss} | "
                      f"{gm / 1024:,.1f} (max {max(g) / 1024:,.1f}) | {gm * 1024 / n:,.0f} |")
         if key != small:
             targets.append(('on', f'big COMMIT: time per key at {n:,} keys ÷ at {int(small):,}', fmt_ratio(ratio),
@@ -545,6 +566,23 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
     majors = sorted((d for d in os.listdir(out) if d.startswith('pg') and
                      os.path.exists(os.path.join(out, d, 'raw.tsv'))), key=lambda d: int(d[2:]))
     built = {d: build(os.path.join(out, d), clients, hot_clients, hot_keys, '###') for d in majors}
+    # big transactions measured by a separate run (run.sh --big-only --out DIR/big) replace the main run's
+    big_env = {}
+    for d in majors:
+        alt = os.path.join(out, 'big', d)
+        if os.path.exists(os.path.join(alt, 'extra.tsv')):
+            ex = {(e['sync'], e['kind'], e['name']): e['value'] for e in read_tsv(os.path.join(alt, 'extra.tsv'))}
+            big_lines, big_targets, big_rows = big_section(ex, '###')
+            r = built[d]
+            start = next((i for i, l in enumerate(r['lines']) if l == '### Big transactions'), None)
+            end = next((i for i, l in enumerate(r['lines']) if start is not None and i > start
+                        and l.startswith('### ')), len(r['lines']))
+            if start is not None:
+                r['lines'] = r['lines'][:start - 1] + r['lines'][end:]
+            r['lines'] += big_lines[:3] + ['', 'Measured by a separate run of `run.sh --big-only`:', '', '```',
+                                            open(os.path.join(alt, 'environment.txt')).read().strip(), '```'] + big_lines[3:]
+            r['targets'] = [t for t in r['targets'] if not t[1].startswith(('big ', 'savepoint'))] + big_targets
+            r['big'] = big_rows
     names = {d: f'PostgreSQL {d[2:]}' for d in majors}
     comp = None
     if os.path.exists(os.path.join(out, 'compare', 'raw.tsv')):
@@ -592,6 +630,13 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
         for n in sizes[1:]:
             lines.append(f'| COMMIT time per key, {n:,} keys ÷ {sizes[0]:,} keys | ' +
                          ' | '.join(fmt_ratio(built[d]['big'][n]['ratio']) if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+            lines.append(f'| the same for a plain INSERT of the rows, {n:,} ÷ {sizes[0]:,} | ' +
+                         ' | '.join(fmt_ratio(built[d]['big'][n]['plain_ratio']) if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+        for n in sizes:
+            lines.append(f'| COMMIT of {n:,} keys ÷ plain INSERT of {n:,} rows | ' +
+                         ' | '.join(fmt_ratio(built[d]['big'][n]['vs_plain']) if n in built[d]['big'] else '-'
                                     for d in majors) + ' |')
         for n in sizes:
             lines.append(f'| peak memory growth during the COMMIT of {n:,} keys, MB (worst round) | ' +

@@ -15,7 +15,7 @@
 #                          [--sweep-keys N] [--storage-keys N] [--out DIR]
 #                          [--pg-config PATH]... [--majors "15 18"]
 #                          [--big-keys "10000 100000 1000000"] [--big-rounds N]
-#                          [--savepoint-keys N] [--no-big]
+#                          [--savepoint-keys N] [--no-big | --big-only]
 #                          [--compare REV --compare-pg-config PATH]
 #                          [--callgrind | --no-callgrind]
 #
@@ -27,7 +27,8 @@
 # Big transactions (--big-keys, --big-rounds, --savepoint-keys; --no-big
 # leaves them out): the COMMIT of N keys claimed in one transaction, its time
 # per key and the backend's peak memory growth, and savepoint rollbacks after
-# many claims against the same rollbacks without them.
+# many claims against the same rollbacks without them, and a plain INSERT of
+# the same rows for reference.  --big-only runs nothing else.
 #
 # --compare REV builds the extension of git revision REV as well and installs
 # it into a second PostgreSQL installation of the same major (PATH is its
@@ -79,7 +80,7 @@ usage()
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--pg-config|--majors|--compare|--compare-pg-config|--out) ;;
-		--smoke|--callgrind|--no-callgrind|--no-big|-h|--help) child_args+=("$1") ;;
+		--smoke|--callgrind|--no-callgrind|--no-big|--big-only|-h|--help) child_args+=("$1") ;;
 		*) child_args+=("$1" "${2:-}") ;;
 	esac
 	case "$1" in
@@ -98,6 +99,7 @@ while [ $# -gt 0 ]; do
 		--big-rounds) big_rounds=$2; shift ;;
 		--savepoint-keys) savepoint_keys=$2; shift ;;
 		--no-big) big=0 ;;
+		--big-only) big=only ;;
 		--compare) compare_rev=$2; shift ;;
 		--compare-pg-config) compare_pg_config=$2; shift ;;
 		--callgrind) callgrind=1 ;;
@@ -696,7 +698,7 @@ SELECT pg_backend_pid() AS pid \gset
 \setenv BENCH_BACKEND :pid
 BEGIN;
 SELECT count(*) FROM generate_series(1, $n) i, LATERAL idem_claim(key => 'big' || i) c;
-\! grep -E '^Vm(RSS|HWM)' /proc/\$BENCH_BACKEND/status >$dir/status.before && echo 5 >/proc/\$BENCH_BACKEND/clear_refs
+\! grep -E '^(Vm(RSS|HWM)|Rss(Anon|Shmem))' /proc/\$BENCH_BACKEND/status >$dir/status.before && echo 5 >/proc/\$BENCH_BACKEND/clear_refs
 \timing on
 COMMIT;
 \timing off
@@ -712,7 +714,25 @@ EOF
 	printf 'all\tbig\tcommit_ms:%s:%s\t%s\n' "$n" "$round" "$ms" >>"$extra"
 	printf 'all\tbig\trss_before_kb:%s:%s\t%s\n' "$n" "$round" "$before" >>"$extra"
 	printf 'all\tbig\tgrowth_kb:%s:%s\t%s\n' "$n" "$round" "$((hwm - before))" >>"$extra"
+	printf 'all\tbig\tanon_before_kb:%s:%s\t%s\n' "$n" "$round" "$(status_kb "$dir/status.before" RssAnon)" >>"$extra"
+	printf 'all\tbig\tshmem_before_kb:%s:%s\t%s\n' "$n" "$round" "$(status_kb "$dir/status.before" RssShmem)" >>"$extra"
 	log "  commit of $n keys: $ms ms, backend RSS $before kB before, peak growth $((hwm - before)) kB"
+}
+
+# The same N rows written by a plain INSERT ... SELECT into a table like
+# idem_keys (its indexes included) and committed: what PostgreSQL itself
+# takes per row at that size, to hold the COMMIT's time per key against
+plain_insert()
+{
+	local n=$1 round=$2 out ms
+	sql -c "TRUNCATE big_plain" -c "CHECKPOINT"
+	out=$(sql -c "\\timing on" -c "BEGIN" \
+		-c "INSERT INTO big_plain (scope, key, status, attempt, created_at, completed_at, expires_at)
+			SELECT '', 'big' || i, 'completed', 1, now(), now(), now() + interval '1 day'
+			FROM generate_series(1, $n) i" -c "COMMIT") || fail "the plain insert of $n rows failed"
+	ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | awk '{ t += $1 } END { printf "%.3f", t }')
+	printf 'all\tbig\tplain_ms:%s:%s\t%s\n' "$n" "$round" "$ms" >>"$extra"
+	log "  plain INSERT and COMMIT of $n rows: $ms ms"
 }
 
 # savepoint_keys loops of SAVEPOINT, SELECT 1, ROLLBACK TO SAVEPOINT, in a
@@ -756,6 +776,7 @@ run_big()
 	small=$(sql -c "SHOW shared_memory_size")
 	log "big transactions: max_locks_per_transaction = $locks, shared_buffers = 32MB"
 	restart_with "-c max_locks_per_transaction=$locks -c shared_buffers=32MB"
+	sql -c "CREATE TABLE IF NOT EXISTS big_plain (LIKE idem_keys INCLUDING DEFAULTS INCLUDING INDEXES)"
 	{
 		printf 'all\tbig\tlocks\t%s\n' "$locks"
 		printf 'all\tbig\tshmem_normal\t%s\n' "$normal"
@@ -769,13 +790,14 @@ run_big()
 		log " big transactions, round $round of $big_rounds"
 		for n in $(rotate "$round" $big_keys); do
 			big_commit "$n" "$round"
+			plain_insert "$n" "$round"
 		done
-		sql -c "TRUNCATE idem_keys"
+		sql -c "TRUNCATE idem_keys, big_plain"
 		for kind in $(rotate "$round" with without); do
 			savepoint_loops "$kind" "$round"
 		done
 	done
-	sql -c "TRUNCATE idem_keys"
+	sql -c "TRUNCATE idem_keys" -c "DROP TABLE big_plain"
 	restart_with ""
 }
 
@@ -895,7 +917,7 @@ run_callgrind()
 	echo "  callgrind $callgrind"
 	if [ -n "$compare_rev" ]; then
 		echo "compare: the current tree against $compare_rev ($base_commit, version $base_version), two clusters"
-	elif [ "$big" = 1 ]; then
+	elif [ "$big" != 0 ]; then
 		echo "big transactions: keys $big_keys, rounds $big_rounds, savepoint keys $savepoint_keys"
 	fi
 } >"$out/environment.txt"
@@ -905,6 +927,7 @@ if [ -n "$compare_rev" ]; then
 	run_compare
 else
 	for sync in $sync_modes; do
+		[ "$big" = only ] && break
 		export PGOPTIONS="-c synchronous_commit=$sync"
 		log "synchronous_commit = $sync"
 		for round in $(seq 1 "$rounds"); do
@@ -926,10 +949,10 @@ else
 		run_sweep "$sync"
 		run_storage "$sync"
 	done
-	if [ "$big" = 1 ]; then run_big; fi
+	if [ "$big" != 0 ]; then run_big; fi
 fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/environment.txt"
-if [ "$callgrind" = 1 ] && [ -z "$compare_rev" ]; then run_callgrind; fi
+if [ "$callgrind" = 1 ] && [ -z "$compare_rev" ] && [ "$big" != only ]; then run_callgrind; fi
 
 # ---------------------------------------------------------------- report
 if [ -n "$compare_rev" ]; then
