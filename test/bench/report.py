@@ -529,6 +529,18 @@ def compare_section(out, clients, h='##'):
                 f'missed by {(0.97 - statistics.median(ratio)) * 100:.1f} points'
             lines.append(f'| {sync} | {labels[scenario]} | {c:,.0f} | {b:,.0f} | {fmt_ratio(ratio)} | >= 0.97 | {verdict} |')
             targets.append((sync, f'{labels[scenario]}: {cur} ÷ {base}', fmt_ratio(ratio), '>= 0.97', '', verdict))
+    cg = {name: int(value) for (sync, kind, name), value in ex.items() if kind == 'callgrind'}
+    if cg:
+        lines.append('')
+        lines.append('Instructions the server backend executes per transaction, counted by callgrind with one client '
+                     '(synchronous_commit = off), which the machine\'s load does not change:')
+        lines.append('')
+        lines.append(f'| scenario | {cur} | {base} | {cur} ÷ {base} |')
+        lines.append('|---|---:|---:|---:|')
+        for scenario in ('new', 'replay'):
+            c, b = cg.get(f'current:{scenario}'), cg.get(f'base:{scenario}')
+            if c and b:
+                lines.append(f'| {labels[scenario]} | {c:,} | {b:,} | {c / b:.3f} |')
     lines.append('')
     lines.append(f'| synchronous_commit | storage after VACUUM | keys | bytes/key | heap | indexes | after VACUUM FULL | average row |')
     lines.append('|---|---|---:|---:|---:|---:|---:|---:|')

@@ -802,6 +802,49 @@ run_big()
 }
 
 # ---------------------------------------------------------------- comparison
+# Server instructions per new-key and replay transaction of each build,
+# counted by callgrind as in run_callgrind: a figure that the machine's load
+# does not change.  Each cluster in turn runs under valgrind, and is left
+# stopped.
+compare_callgrind()
+{
+	local build data bin item scenario n1 n2 ir1 ir2
+	log "callgrind: server instructions per transaction, 1 client, each build"
+	export PGOPTIONS="-c synchronous_commit=off"
+	for build in current base; do
+		if [ "$build" = base ]; then
+			data=$work/data-base bin=$("$compare_pg_config" --bindir)
+			export PGPORT=$base_port
+		else
+			data=$work/data bin=$bindir
+			export PGPORT=$pgport
+		fi
+		"${runas[@]}" pg_ctl -D "$data" -m fast -w stop >/dev/null
+		rm -rf "$work/cg"
+		mkdir "$work/cg"
+		if [ "$(id -u)" = 0 ]; then chown postgres: "$work/cg"; fi
+		"${runas[@]}" valgrind --tool=callgrind --trace-children=yes \
+			--callgrind-out-file="$work/cg/cg.%p" \
+			"$bin/postgres" -D "$data" >"$work/valgrind-$build.log" 2>&1 &
+		if [ "$build" = base ]; then base_pid=$!; else pg_pid=$!; fi
+		for _ in $(seq 300); do
+			psql -X -q -c "SELECT 1" >/dev/null 2>&1 && break
+			sleep 0.2
+		done
+		for item in new:200:1200 replay:500:2500; do
+			IFS=: read -r scenario n1 n2 <<<"$item"
+			if [ "$scenario" = new ]; then prep_write; else prep_replay; fi
+			ir1=$(cg_count "${scenario}_ext" "$n1")
+			ir2=$(cg_count "${scenario}_ext" "$n2")
+			printf 'all\tcallgrind\t%s:%s\t%s\n' "$build" "$scenario" $(( (ir2 - ir1) / (n2 - n1) )) >>"$extra"
+			log "  $build $scenario: $(( (ir2 - ir1) / (n2 - n1) )) instructions per transaction"
+		done
+		"${runas[@]}" pg_ctl -D "$data" -m fast -w stop >/dev/null
+		if [ "$build" = base ]; then base_pid=""; else pg_pid=""; fi
+	done
+	export PGPORT=$pgport
+}
+
 # The new-key and replay scenarios of the extension, with the current build
 # and with the build of compare_rev, each in its own cluster, rounds
 # alternating between them; then the storage per key of each
@@ -834,6 +877,7 @@ run_compare()
 		export PGPORT=$pgport
 		log "  storage: $(grep -P '\tstorage\t.*:bytes_per_key' "$extra" | tail -2 | cut -f3,4 | tr '\n\t' ' =')"
 	done
+	if [ "$callgrind" = 1 ]; then compare_callgrind; fi
 	{
 		printf 'all\tcompare\tcurrent_version\t%s\n' "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$top/idempotency.control")"
 		printf 'all\tcompare\tcurrent_commit\t%s\n' "$(git -C "$top" rev-parse --short HEAD)$(git -C "$top" diff --quiet HEAD -- src sql Makefile idempotency.control || echo '+changes')"
