@@ -15,6 +15,7 @@
                                    DIR/results.md
 """
 import math
+import re
 import os
 import statistics
 import subprocess
@@ -596,9 +597,14 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
             r['targets'] = [t for t in r['targets'] if not t[1].startswith(('big ', 'savepoint'))] + big_targets
             r['big'] = big_rows
     names = {d: f'PostgreSQL {d[2:]}' for d in majors}
-    comp = None
-    if os.path.exists(os.path.join(out, 'compare', 'raw.tsv')):
-        comp = compare_section(os.path.join(out, 'compare'), clients, '##')
+    # comparisons: DIR/compare, and any more runs of it kept as DIR/compare-*
+    comps = [compare_section(os.path.join(out, d), clients, '##')
+             for d in sorted(os.listdir(out)) if d.startswith('compare') and
+             os.path.exists(os.path.join(out, d, 'raw.tsv'))]
+    if len(comps) > 1:
+        for i, c in enumerate(comps):
+            c[0][1] += f' (run {i + 1} of {len(comps)})'
+    comp = comps[0] if comps else None
 
     lines = ['# Benchmark results', '']
     lines.append('Produced by `test/bench/run.sh` with ' + ' and '.join(names.values()) +
@@ -609,7 +615,7 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
     lines.append('')
     lines.append('Contents: [targets side by side](#targets-side-by-side), '
                  + ('[big transactions](#big-transactions-side-by-side), ' if any(built[d]['big'] for d in majors) else '')
-                 + ('[the previous version](#' + comp[0][1].lstrip('# ').lower().replace(' ', '-').replace('.', '') + '), ' if comp else '')
+                 + ('[the previous version](#' + re.sub(r'[^a-z0-9 -]', '', comp[0][1].lstrip('# ').lower()).replace(' ', '-') + '), ' if comp else '')
                  + ', '.join(f'[{names[d]}](#{names[d].lower().replace(" ", "-")})' for d in majors) + '.')
 
     # the targets, one column per major
@@ -657,10 +663,10 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
         lines.append('| savepoint rollbacks after the claims ÷ without | ' +
                      ' | '.join(fmt_ratio(built[d]['big'].get('savepoint', [])) for d in majors) + ' |')
 
-    if comp:
-        lines += comp[0]
+    for c in comps:
+        lines += c[0]
         lines += ['', '| synchronous_commit | target | measured | goal | verdict |', '|---|---|---:|---:|---|']
-        lines += [f'| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[5]} |' for t in comp[1]]
+        lines += [f'| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[5]} |' for t in c[1]]
 
     for d in majors:
         r = built[d]
