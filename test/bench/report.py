@@ -485,7 +485,8 @@ def plot(out, panels, clients, hot_clients):
     script = os.path.join(out, 'plot.gp')
     with open(script, 'w') as f:
         f.write('\n'.join(gp) + '\n')
-    subprocess.run(['gnuplot', script], check=True)
+    if panels:
+        subprocess.run(['gnuplot', script], check=True)
 
 
 def compare_section(out, clients, h='##'):

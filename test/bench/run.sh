@@ -149,12 +149,12 @@ if [ ${#pg_configs[@]} -gt 0 ] || [ -n "$majors" ]; then
 		major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 		printf '%s major %s (%s)\n' "$(date +%H:%M:%S)" "$major" "$pgc" >&2
 		PG_CONFIG=$pgc "$0" "${child_args[@]}" --out "$out/pg$major" ||
-			{ echo "run.sh: the run on PostgreSQL $major failed" >&2; rm -rf "$out/pg$major"; failed=1; }
+			{ echo "run.sh: the run on PostgreSQL $major failed" >&2; mv "$out/pg$major" "$out/failed-pg$major"; failed=1; }
 		if [ -n "$compare_rev" ] && [ "$pgc" = "${pg_configs[0]}" ]; then
 			printf '%s comparison with %s\n' "$(date +%H:%M:%S)" "$compare_rev" >&2
 			PG_CONFIG=$pgc "$0" "${child_args[@]}" --compare "$compare_rev" \
 				--compare-pg-config "$compare_pg_config" --out "$out/compare" ||
-				{ echo "run.sh: the comparison failed" >&2; rm -rf "$out/compare"; failed=1; }
+				{ echo "run.sh: the comparison failed" >&2; mv "$out/compare" "$out/failed-compare"; failed=1; }
 		fi
 	done
 	python3 "$here/report.py" combine "$out" "$clients" "$hot_clients" "$hot_keys" >/dev/null
