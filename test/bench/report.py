@@ -593,8 +593,10 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
                         and l.startswith('### ')), len(r['lines']))
             if start is not None:
                 r['lines'] = r['lines'][:start - 1] + r['lines'][end:]
-            r['lines'] += big_lines[:3] + ['', 'Measured by a separate run of `run.sh --big-only`:', '', '```',
-                                            open(os.path.join(alt, 'environment.txt')).read().strip(), '```'] + big_lines[3:]
+            env = [l for l in open(os.path.join(alt, 'environment.txt')).read().strip().split('\n')
+                   if not l.startswith(('settings:', '  replay keys', '  callgrind', 'pgbench:', 'redis:'))]
+            r['lines'] += big_lines[:3] + ['Measured by a separate run of `run.sh --big-only`:', '', '```'] + env + \
+                ['```', ''] + [l for i, l in enumerate(big_lines[3:]) if l or (i > 0 and big_lines[3 + i - 1])]
             r['targets'] = [t for t in r['targets'] if not t[1].startswith(('big ', 'savepoint'))] + big_targets
             r['big'] = big_rows
     names = {d: f'PostgreSQL {d[2:]}' for d in majors}
@@ -610,7 +612,10 @@ def cmd_combine(out, clients, hot_clients, hot_keys):
     lines = ['# Benchmark results', '']
     lines.append('Produced by `test/bench/run.sh` with ' + ' and '.join(names.values()) +
                  ', one after the other in one invocation; every figure is a ratio of two measurements made in '
-                 'the same run.')
+                 'the same run.' + (' Some parts were measured again by further invocations (the big '
+                                    'transactions with `--big-only`, a comparison with more rounds): their '
+                                    'sections say so and show their settings.'
+                                    if os.path.isdir(os.path.join(out, 'big')) or len(comps) > 1 else ''))
     lines += [''] + INTRO
     lines.append(f'{clients} clients, except the hot-key scenario ({hot_clients} clients on {hot_keys} keys).')
     lines.append('')
