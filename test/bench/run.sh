@@ -36,7 +36,7 @@
 # Two clusters with identical settings then run the new-key and replay
 # scenarios, rounds alternating between them, and the storage per key of
 # each.  With --pg-config or --majors the comparison runs on the first one,
-# after the majors; alone it is all the run does.
+# right after it; alone it is all the run does.
 #
 # Run as root (the cluster then runs as the postgres user, and missing Debian
 # packages are installed) or as a normal user who can write to PG_CONFIG's
@@ -73,7 +73,7 @@ child_args=()			# the options that each major's run gets
 
 usage()
 {
-	sed -n '/^# Usage:/,/^# after the majors/p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '/^# Usage:/,/^# right after it; alone/p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
