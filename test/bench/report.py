@@ -8,8 +8,14 @@
   report.py report DIR CLIENTS HOT_CLIENTS HOT_KEYS
                                    raw.tsv and extra.tsv of DIR -> results.md,
                                    results.png (gnuplot), table on stdout
+  report.py combine DIR CLIENTS HOT_CLIENTS HOT_KEYS
+                                   the runs in DIR/pgNN (one per major) and
+                                   DIR/compare -> DIR/results.md, results.png
+  report.py compare DIR CLIENTS    a comparison run (run.sh --compare) ->
+                                   DIR/results.md
 """
 import math
+import re
 import os
 import statistics
 import subprocess
@@ -99,7 +105,8 @@ def fmt_ratio(values):
     return f"{med:.2f}x [{min(values):.2f}-{max(values):.2f}]"
 
 
-def cmd_report(out, clients, hot_clients, hot_keys):
+def build(out, clients, hot_clients, hot_keys, h='##'):
+    """The sections of one run's report; h is the level of their headings."""
     raw = read_tsv(os.path.join(out, 'raw.tsv'))
     extra = read_tsv(os.path.join(out, 'extra.tsv'))
     env = open(os.path.join(out, 'environment.txt')).read().strip()
@@ -130,23 +137,12 @@ def cmd_report(out, clients, hot_clients, hot_keys):
         return statistics.median(float(r[key]) for r in rows)
 
     lines = []
-    lines.append('# Benchmark results')
-    lines.append('')
-    lines.append('Produced by `test/bench/run.sh`. Throughput is the median over rounds; p50 and p99 are the')
-    lines.append('medians of each round\'s transaction latency percentiles. Ratios are the extension\'s throughput')
-    lines.append('divided by the variant\'s, computed within each round, as median [min-max] over rounds.')
-    lines.append(f'{clients} clients, except the hot-key scenario ({hot_clients} clients on {hot_keys} keys).')
-    lines.append('')
-    lines.append('```')
-    lines.append(env)
-    lines.append('```')
-
     targets = []
     noise = []
     plot_rows = {}
     for sync in syncs:
         lines.append('')
-        lines.append(f'## synchronous_commit = {sync}')
+        lines.append(f'{h} synchronous_commit = {sync}')
         lines.append('')
         lines.append('| scenario | variant | tps | p50 ms | p99 ms | extension ÷ variant | notes |')
         lines.append('|---|---|---:|---:|---:|---:|---|')
@@ -255,7 +251,7 @@ def cmd_report(out, clients, hot_clients, hot_keys):
     cg = {name: int(value) for (sync, kind, name), value in ex.items() if kind == 'callgrind'}
     if cg:
         lines.append('')
-        lines.append('## Server CPU per transaction')
+        lines.append(f'{h} Server CPU per transaction')
         lines.append('')
         lines.append('Instructions executed by the server backend per transaction, counted by callgrind with one')
         lines.append('client (so they do not depend on the machine\'s load). They leave out the kernel\'s and the')
@@ -282,43 +278,172 @@ def cmd_report(out, clients, hot_clients, hot_keys):
                 lines.append(f"| | (hand-written SQL with its UPDATE ÷ extension without idem_complete) | | | "
                              f"{cg['new:hand'] / cg['nocomplete:ext']:.2f} |")
 
-    lines.append('')
-    lines.append('## Targets')
-    lines.append('')
-    lines.append('The ceiling is what the same statements reach with no key kept at all (the `bare` variant),')
-    lines.append('against the same baseline: no claim, however fast, can beat it.')
-    lines.append('')
-    lines.append('| synchronous_commit | target | measured | goal | ceiling | verdict |')
-    lines.append('|---|---|---:|---:|---:|---|')
-    for t in targets:
-        lines.append('| ' + ' | '.join(t) + ' |')
+    big_lines, big_targets, big_rows = big_section(ex, h)
+    lines += big_lines
+    targets += big_targets
 
+    noise_text = ''
     if noise:
         noise.sort()
         cvs = [n[0] for n in noise]
         worst = noise[-1]
-        lines.append('')
-        lines.append(f"Noise: the throughput of one variant varied between rounds by a coefficient of variation of "
-                     f"{statistics.median(cvs) * 100:.0f}% (median over variants), "
-                     f"{worst[0] * 100:.0f}% at worst ({worst[2]}/{worst[3]}, synchronous_commit = {worst[1]}).")
+        noise_text = (f"Noise: the throughput of one variant varied between rounds by a coefficient of variation of "
+                      f"{statistics.median(cvs) * 100:.0f}% (median over variants), "
+                      f"{worst[0] * 100:.0f}% at worst ({worst[2]}/{worst[3]}, synchronous_commit = {worst[1]}).")
+    return {'env': env, 'lines': lines, 'targets': targets, 'noise': noise_text,
+            'plot_rows': plot_rows, 'syncs': syncs, 'big': big_rows}
 
+
+INTRO = [
+    'Throughput is the median over rounds; p50 and p99 are the medians of each round\'s transaction',
+    'latency percentiles. Ratios are the extension\'s throughput divided by the variant\'s, computed within',
+    'each round, as median [min-max] over rounds: the variants of a round run one after the other, in an',
+    'order that rotates between rounds, so that what else the machine does weighs on all of them alike.',
+]
+
+TARGETS_INTRO = [
+    'The ceiling is what the same statements reach with no key kept at all (the `bare` variant),',
+    'against the same baseline: no claim, however fast, can beat it.',
+]
+
+
+def cmd_report(out, clients, hot_clients, hot_keys):
+    r = build(out, clients, hot_clients, hot_keys)
+    lines = ['# Benchmark results', '', 'Produced by `test/bench/run.sh`. ' + INTRO[0]] + INTRO[1:]
+    lines.append(f'{clients} clients, except the hot-key scenario ({hot_clients} clients on {hot_keys} keys).')
+    lines += ['', '```', r['env'], '```']
+    lines += r['lines']
+    lines += ['', '## Targets', ''] + TARGETS_INTRO + ['']
+    lines.append('| synchronous_commit | target | measured | goal | ceiling | verdict |')
+    lines.append('|---|---|---:|---:|---:|---|')
+    for t in r['targets']:
+        lines.append('| ' + ' | '.join(t) + ' |')
+    if r['noise']:
+        lines += ['', r['noise']]
     text = '\n'.join(lines) + '\n'
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write(text)
     print(text)
-    plot(out, syncs, plot_rows, clients, hot_clients)
+    plot(out, [(f'synchronous\\_commit = {sync}', r['plot_rows'][sync]) for sync in r['syncs']],
+         clients, hot_clients)
 
 
-def plot(out, syncs, plot_rows, clients, hot_clients):
-    """Bars of throughput and p99 per scenario and variant, one row per setting."""
+def per_round(ex, prefix):
+    """{(param, round): float} of the extra rows named prefix:param:round."""
+    result = {}
+    for (sync, kind, name), value in ex.items():
+        if kind == 'big' and name.startswith(prefix + ':'):
+            _, param, rnd = name.split(':')
+            result[(param, rnd)] = float(value)
+    return result
+
+
+def big_section(ex, h):
+    """The big-transaction tables: COMMIT of N keys, savepoint rollbacks."""
+    lines, targets, rows = [], [], {}
+    commit = per_round(ex, 'commit_ms')
+    if not commit:
+        return lines, targets, rows
+    growth = per_round(ex, 'growth_kb')
+    before = per_round(ex, 'rss_before_kb')
+    anon = per_round(ex, 'anon_before_kb')
+    plain = per_round(ex, 'plain_ms')
+    sizes = sorted({int(n) for n, _ in commit})
+    rounds = sorted({r for _, r in commit})
+    small = str(sizes[0])
+    get = lambda name: ex.get(('all', 'big', name))
+    lines.append('')
+    lines.append(f'{h} Big transactions')
+    lines.append('')
+    lines.append(f"N keys claimed in one transaction (`idem_claim` of new keys: the rows are written at COMMIT), "
+                 f"then COMMIT, timed by psql; {len(rounds)} round(s), the sizes in an order that rotates between "
+                 f"rounds. The peak memory growth is the backend's VmHWM after the COMMIT minus its VmRSS just "
+                 f"before it (the peak is reset by writing 5 to /proc/PID/clear_refs just before the COMMIT). The "
+                 f"cluster runs with shared_buffers = {get('shmem_big_buffers')}, so that the shared pages the "
+                 f"backend touches add little to its RSS, and max_locks_per_transaction = {get('locks')}, since "
+                 f"every key holds a lock until the end of its transaction: the shared memory is then "
+                 f"{get('shmem_big')}, of which the lock table takes the difference with "
+                 f"max_locks_per_transaction = {get('default_locks')} ({get('shmem_small_default_locks')}); with "
+                 f"the benchmark's usual settings (shared_buffers = 512MB) it is {get('shmem_normal')}.")
+    lines.append('')
+    if plain:
+        lines.append('')
+        lines.append('For reference, each round also writes the same N rows with a plain `INSERT ... SELECT` into a '
+                     'table like idem_keys (the same columns and indexes) and commits it: what PostgreSQL itself '
+                     'takes per row at that size. The extension\'s COMMIT ÷ that plain INSERT is computed within '
+                     'each round.')
+    lines.append('')
+    lines.append(f'| keys | COMMIT ms | µs per key | per key ÷ per key at {int(small):,} keys | '
+                 f'plain INSERT µs per row | plain per row ÷ at {int(small):,} | COMMIT ÷ plain INSERT | '
+                 f'backend RSS before COMMIT, MB (private) | peak growth during COMMIT, MB | bytes per key |')
+    lines.append('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for n in sizes:
+        key = str(n)
+        ms = [commit[(key, r)] for r in rounds if (key, r) in commit]
+        ratio = [(commit[(key, r)] / n) / (commit[(small, r)] / int(small))
+                 for r in rounds if (key, r) in commit and (small, r) in commit]
+        g = [growth[(key, r)] for r in rounds if (key, r) in growth]
+        b = [before[(key, r)] for r in rounds if (key, r) in before]
+        a = [anon[(key, r)] for r in rounds if (key, r) in anon]
+        gm = statistics.median(g) if g else float('nan')
+        pl = [plain[(key, r)] for r in rounds if (key, r) in plain]
+        pl_ratio = [(plain[(key, r)] / n) / (plain[(small, r)] / int(small))
+                    for r in rounds if (key, r) in plain and (small, r) in plain]
+        vs_plain = [commit[(key, r)] / plain[(key, r)] for r in rounds if (key, r) in plain and (key, r) in commit]
+        rows[n] = {'ratio': ratio, 'us_per_key': statistics.median(ms) * 1000 / n, 'growth_mb': gm / 1024,
+                   'growth_max_mb': max(g) / 1024 if g else float('nan'), 'plain_ratio': pl_ratio,
+                   'vs_plain': vs_plain}
+        rss = f"{statistics.median(b) / 1024:,.1f}"
+        if a:
+            rss += f" ({statistics.median(a) / 1024:,.1f})"
+        lines.append(f"| {n:,} | {statistics.median(ms):,.0f} | {statistics.median(ms) * 1000 / n:.2f} | "
+                     f"{'' if key == small else fmt_ratio(ratio)} | "
+                     f"{statistics.median(pl) * 1000 / n if pl else float('nan'):.2f} | "
+                     f"{'' if key == small else fmt_ratio(pl_ratio)} | {fmt_ratio(vs_plain)} | {rss} | "
+                     f"{gm / 1024:,.1f} (max {max(g) / 1024:,.1f}) | {gm * 1024 / n:,.0f} |")
+        if key != small:
+            targets.append(('on', f'big COMMIT: time per key at {n:,} keys ÷ at {int(small):,}', fmt_ratio(ratio),
+                            '<= 1.2', '', 'met' if statistics.median(ratio) <= 1.2 else 'missed'))
+    largest = sizes[-1]
+    if largest >= 1000000:
+        worst = rows[largest]['growth_max_mb']
+        targets.append(('on', f'big COMMIT of {largest:,} keys: backend peak memory growth',
+                        f'{worst:,.1f} MB (worst round)', '< 200 MB', '', 'met' if worst < 200 else 'missed'))
+    sp = per_round(ex, 'savepoint_s')
+    if sp:
+        k = int(get('savepoint_keys'))
+        ratio = [sp[('with', r)] / sp[('without', r)] for r in rounds if ('with', r) in sp and ('without', r) in sp]
+        rows['savepoint'] = ratio
+        lines.append('')
+        lines.append(f"{k:,} loops of `SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s;` (one round trip each) in "
+                     f"one transaction, after {k:,} claims in it and without them, timed by the server "
+                     f"(clock_timestamp() before the first loop and after the last), with and without in an "
+                     f"order that rotates between rounds:")
+        lines.append('')
+        lines.append('| savepoint rollbacks | seconds | with claims ÷ without |')
+        lines.append('|---|---:|---:|')
+        lines.append(f"| after {k:,} claims | {statistics.median(sp[('with', r)] for r in rounds):.2f} | "
+                     f"{fmt_ratio(ratio)} |")
+        lines.append(f"| without claims | {statistics.median(sp[('without', r)] for r in rounds):.2f} | |")
+        targets.append(('on', f'savepoint rollback after {k:,} claims ÷ without', fmt_ratio(ratio), '<= 1.2', '',
+                        'met' if statistics.median(ratio) <= 1.2 else 'missed'))
+    return lines, targets, rows
+
+
+def plot(out, panels, clients, hot_clients):
+    """Bars of throughput and p99 per scenario and variant, one row per panel
+    (a setting, or a major and a setting): panels are (title, rows)."""
     scen_labels = {'new': 'new key', 'nocomplete': 'no complete', 'replay': 'replay',
                    'hot': f'hot keys ({hot_clients} cl.)'}
-    variants = [v for v in VARIANT_ORDER if any(v in sc for rows in plot_rows.values() for sc in rows.values())]
-    for sync in syncs:
-        with open(os.path.join(out, f'plot_{sync}.dat'), 'w') as f:
+    variants = [v for v in VARIANT_ORDER if any(v in sc for _, rows in panels for sc in rows.values())]
+    dats = []
+    for i, (title, rows) in enumerate(panels):
+        dat = os.path.join(out, f'plot_{i}.dat')
+        dats.append((title, dat))
+        with open(dat, 'w') as f:
             f.write('# scenario ' + ' '.join(f'tps_{v} p99_{v}' for v in variants) + '\n')
             for sc in ('new', 'nocomplete', 'replay', 'hot'):
-                row = plot_rows.get(sync, {}).get(sc)
+                row = rows.get(sc)
                 if not row:
                     continue
                 cells = []
@@ -334,7 +459,7 @@ def plot(out, syncs, plot_rows, clients, hot_clients):
               'pk': 'PK SELECT', 'redis': 'Redis (not transactional)',
               'bare': 'same statements, no key (ceiling)', 'floor': 'order alone (floor)'}
     gp = []
-    gp.append("set terminal pngcairo size 1400,%d font 'sans,10'" % (420 * len(syncs)))
+    gp.append("set terminal pngcairo size 1400,%d font 'sans,10'" % (420 * len(panels)))
     gp.append(f"set output '{os.path.join(out, 'results.png')}'")
     gp.append("set datafile missing '-'")
     gp.append("set style data histogram")
@@ -345,12 +470,11 @@ def plot(out, syncs, plot_rows, clients, hot_clients):
     gp.append("set logscale y")
     gp.append("set key outside bottom center horizontal font 'sans,9'")
     gp.append("set xrange [-0.6:3.6]")
-    gp.append(f"set multiplot layout {len(syncs)},2 title 'idempotency benchmark ({clients} clients; median of rounds)'")
-    for sync in syncs:
-        dat = os.path.join(out, f'plot_{sync}.dat')
+    gp.append(f"set multiplot layout {len(panels)},2 title 'idempotency benchmark ({clients} clients; median of rounds)'")
+    for title, dat in dats:
         for metric, col_off, ylabel in (('tps', 0, 'transactions per second (log)'),
                                         ('p99', 1, 'p99 latency, ms (log)')):
-            gp.append(f"set title '{metric} — synchronous\\_commit = {sync}'")
+            gp.append(f"set title '{metric} — {title}'")
             gp.append(f"set ylabel '{ylabel}'")
             plots = []
             for i, v in enumerate(variants):
@@ -361,7 +485,208 @@ def plot(out, syncs, plot_rows, clients, hot_clients):
     script = os.path.join(out, 'plot.gp')
     with open(script, 'w') as f:
         f.write('\n'.join(gp) + '\n')
-    subprocess.run(['gnuplot', script], check=True)
+    if panels:
+        subprocess.run(['gnuplot', script], check=True)
+
+
+def compare_section(out, clients, h='##'):
+    """The current build against an earlier revision: throughput ratios of the
+    new-key and replay scenarios, and the storage per key of each."""
+    raw = read_tsv(os.path.join(out, 'raw.tsv'))
+    ex = {(e['sync'], e['kind'], e['name']): e['value'] for e in read_tsv(os.path.join(out, 'extra.tsv'))}
+    env = open(os.path.join(out, 'environment.txt')).read().strip()
+    cur = ex.get(('all', 'compare', 'current_version'), 'current')
+    base = ex.get(('all', 'compare', 'base_version'), 'base')
+    base_commit = ex.get(('all', 'compare', 'base_commit'), '')
+    tps = {}
+    syncs = []
+    for r in raw:
+        if r['sync'] not in syncs:
+            syncs.append(r['sync'])
+        tps[(r['sync'], r['round'], r['scenario'], r['variant'])] = float(r['tps'])
+    lines, targets = [], []
+    lines.append('')
+    lines.append(f'{h} Version {cur} against version {base}')
+    lines.append('')
+    lines.append(f"The extension as it is now ({cur}) and as it was at commit {base_commit} ({base}), each built "
+                 f"and installed into its own copy of the same PostgreSQL and run in its own cluster, the two "
+                 f"started side by side with identical settings. Each round runs a scenario on one cluster and "
+                 f"then on the other, the order alternating between rounds; the ratio is {cur} ÷ {base} within "
+                 f"a round, median [min-max] over rounds. {clients} clients, pgbench -M prepared, the scripts "
+                 f"`new_ext.sql` and `replay_ext.sql`.")
+    lines += ['', '```', env, '```', '']
+    lines.append(f'| synchronous_commit | scenario | {cur} tps | {base} tps | {cur} ÷ {base} | goal | verdict |')
+    lines.append('|---|---|---:|---:|---:|---:|---|')
+    labels = {'new': 'new key: claim + order + complete', 'replay': 'replay of a completed key'}
+    for sync in syncs:
+        for scenario in ('new', 'replay'):
+            rounds = sorted({rnd for (s_, rnd, sc, v) in tps if s_ == sync and sc == scenario})
+            ratio = [tps[(sync, r, scenario, 'current')] / tps[(sync, r, scenario, 'base')] for r in rounds
+                     if (sync, r, scenario, 'current') in tps and (sync, r, scenario, 'base') in tps]
+            if not ratio:
+                continue
+            c = statistics.median(tps[(sync, r, scenario, 'current')] for r in rounds if (sync, r, scenario, 'current') in tps)
+            b = statistics.median(tps[(sync, r, scenario, 'base')] for r in rounds if (sync, r, scenario, 'base') in tps)
+            verdict = 'met' if statistics.median(ratio) >= 0.97 else \
+                f'missed by {(0.97 - statistics.median(ratio)) * 100:.1f} points'
+            lines.append(f'| {sync} | {labels[scenario]} | {c:,.0f} | {b:,.0f} | {fmt_ratio(ratio)} | >= 0.97 | {verdict} |')
+            targets.append((sync, f'{labels[scenario]}: {cur} ÷ {base}', fmt_ratio(ratio), '>= 0.97', '', verdict))
+    cg = {name: int(value) for (sync, kind, name), value in ex.items() if kind == 'callgrind'}
+    if cg:
+        lines.append('')
+        lines.append('Instructions the server backend executes per transaction, counted by callgrind with one client '
+                     '(synchronous_commit = off), which the machine\'s load does not change:')
+        lines.append('')
+        lines.append(f'| scenario | {cur} | {base} | {cur} ÷ {base} |')
+        lines.append('|---|---:|---:|---:|')
+        for scenario in ('new', 'replay'):
+            c, b = cg.get(f'current:{scenario}'), cg.get(f'base:{scenario}')
+            if c and b:
+                lines.append(f'| {labels[scenario]} | {c:,} | {b:,} | {c / b:.3f} |')
+    lines.append('')
+    lines.append(f'| synchronous_commit | storage after VACUUM | keys | bytes/key | heap | indexes | after VACUUM FULL | average row |')
+    lines.append('|---|---|---:|---:|---:|---:|---:|---:|')
+    for sync in syncs:
+        st = lambda name: ex.get((sync, 'storage', name))
+        if not st('current:bytes_per_key') or not st('base:bytes_per_key'):
+            continue
+        for v, label in (('current', cur), ('base', base)):
+            lines.append(f"| {sync} | idem_keys, {label} | {int(float(st(v + ':keys'))):,} | "
+                         f"{float(st(v + ':bytes_per_key')):.1f} | {float(st(v + ':heap_bytes_per_key')):.1f} | "
+                         f"{float(st(v + ':index_bytes_per_key')):.1f} | {float(st(v + ':compact_bytes_per_key')):.1f} | "
+                         f"{float(st(v + ':row_bytes')):.1f} |")
+        d = float(st('current:bytes_per_key')) - float(st('base:bytes_per_key'))
+        dc = float(st('current:compact_bytes_per_key')) - float(st('base:compact_bytes_per_key'))
+        targets.append((sync, f'storage per key: {cur} − {base}, after VACUUM', f'{d:+.1f} bytes', '<= +8', '',
+                        'met' if d <= 8 else f'missed by {d - 8:.1f} bytes'))
+        targets.append((sync, f'storage per key: {cur} − {base}, after VACUUM FULL', f'{dc:+.1f} bytes', '<= +8', '',
+                        'met' if dc <= 8 else f'missed by {dc - 8:.1f} bytes'))
+    return lines, targets
+
+
+def cmd_compare(out, clients):
+    lines, targets = compare_section(out, clients, '#')
+    lines = lines[1:] + ['', '| synchronous_commit | target | measured | goal | ceiling | verdict |', '|---|---|---:|---:|---:|---|']
+    lines += ['| ' + ' | '.join(t) + ' |' for t in targets]
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(text)
+    print(text)
+
+
+def cmd_combine(out, clients, hot_clients, hot_keys):
+    """results.md and results.png of several majors (out/pgNN) and of a
+    comparison (out/compare), side by side."""
+    majors = sorted((d for d in os.listdir(out) if d.startswith('pg') and
+                     os.path.exists(os.path.join(out, d, 'raw.tsv'))), key=lambda d: int(d[2:]))
+    built = {d: build(os.path.join(out, d), clients, hot_clients, hot_keys, '###') for d in majors}
+    # big transactions measured by a separate run (run.sh --big-only --out DIR/big) replace the main run's
+    big_env = {}
+    for d in majors:
+        alt = os.path.join(out, 'big', d)
+        if os.path.exists(os.path.join(alt, 'extra.tsv')):
+            ex = {(e['sync'], e['kind'], e['name']): e['value'] for e in read_tsv(os.path.join(alt, 'extra.tsv'))}
+            big_lines, big_targets, big_rows = big_section(ex, '###')
+            r = built[d]
+            start = next((i for i, l in enumerate(r['lines']) if l == '### Big transactions'), None)
+            end = next((i for i, l in enumerate(r['lines']) if start is not None and i > start
+                        and l.startswith('### ')), len(r['lines']))
+            if start is not None:
+                r['lines'] = r['lines'][:start - 1] + r['lines'][end:]
+            env = [l for l in open(os.path.join(alt, 'environment.txt')).read().strip().split('\n')
+                   if not l.startswith(('settings:', '  replay keys', '  callgrind', 'pgbench:', 'redis:'))]
+            r['lines'] += big_lines[:3] + ['Measured by a separate run of `run.sh --big-only`:', '', '```'] + env + \
+                ['```', ''] + [l for i, l in enumerate(big_lines[3:]) if l or (i > 0 and big_lines[3 + i - 1])]
+            r['targets'] = [t for t in r['targets'] if not t[1].startswith(('big ', 'savepoint'))] + big_targets
+            r['big'] = big_rows
+    names = {d: f'PostgreSQL {d[2:]}' for d in majors}
+    # comparisons: DIR/compare, and any more runs of it kept as DIR/compare-*
+    comps = [compare_section(os.path.join(out, d), clients, '##')
+             for d in sorted(os.listdir(out)) if d.startswith('compare') and
+             os.path.exists(os.path.join(out, d, 'raw.tsv'))]
+    if len(comps) > 1:
+        for i, c in enumerate(comps):
+            c[0][1] += f' (run {i + 1} of {len(comps)})'
+    comp = comps[0] if comps else None
+
+    lines = ['# Benchmark results', '']
+    lines.append('Produced by `test/bench/run.sh` with ' + ' and '.join(names.values()) +
+                 ', one after the other in one invocation; every figure is a ratio of two measurements made in '
+                 'the same run.' + (' Some parts were measured again by further invocations (the big '
+                                    'transactions with `--big-only`, a comparison with more rounds): their '
+                                    'sections say so and show their settings.'
+                                    if os.path.isdir(os.path.join(out, 'big')) or len(comps) > 1 else ''))
+    lines += [''] + INTRO
+    lines.append(f'{clients} clients, except the hot-key scenario ({hot_clients} clients on {hot_keys} keys).')
+    lines.append('')
+    lines.append('Contents: [targets side by side](#targets-side-by-side), '
+                 + ('[big transactions](#big-transactions-side-by-side), ' if any(built[d]['big'] for d in majors) else '')
+                 + ('[the previous version](#' + re.sub(r'[^a-z0-9 -]', '', comp[0][1].lstrip('# ').lower()).replace(' ', '-') + '), ' if comp else '')
+                 + ', '.join(f'[{names[d]}](#{names[d].lower().replace(" ", "-")})' for d in majors) + '.')
+
+    # the targets, one column per major
+    lines += ['', '## Targets side by side', ''] + TARGETS_INTRO + ['']
+    keys = []
+    for d in majors:
+        for t in built[d]['targets']:
+            if (t[0], t[1], t[3]) not in keys:
+                keys.append((t[0], t[1], t[3]))
+    lines.append('| synchronous_commit | target | goal | ' + ' | '.join(names[d] for d in majors) + ' |')
+    lines.append('|---|---|---:|' + '---|' * len(majors))
+    for key in keys:
+        cells = []
+        for d in majors:
+            t = next((t for t in built[d]['targets'] if (t[0], t[1], t[3]) == key), None)
+            cells.append(f'{t[2]}: {t[5]}' if t else '-')
+        lines.append(f'| {key[0]} | {key[1]} | {key[2]} | ' + ' | '.join(cells) + ' |')
+
+    # big transactions, one column per major
+    if any(built[d]['big'] for d in majors):
+        lines += ['', '## Big transactions side by side', '']
+        lines.append('COMMIT of N keys claimed in one transaction: time per key relative to the smallest N '
+                     '(flat is the goal), and the backend\'s peak memory growth during the COMMIT; then savepoint '
+                     'rollbacks after many claims against the same without them. The method and the absolute '
+                     'figures are in each major\'s section below.')
+        lines.append('')
+        lines.append('| measure | ' + ' | '.join(names[d] for d in majors) + ' |')
+        lines.append('|---|' + '---:|' * len(majors))
+        sizes = sorted({n for d in majors for n in built[d]['big'] if isinstance(n, int)})
+        for n in sizes[1:]:
+            lines.append(f'| COMMIT time per key, {n:,} keys ÷ {sizes[0]:,} keys | ' +
+                         ' | '.join(fmt_ratio(built[d]['big'][n]['ratio']) if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+            lines.append(f'| the same for a plain INSERT of the rows, {n:,} ÷ {sizes[0]:,} | ' +
+                         ' | '.join(fmt_ratio(built[d]['big'][n]['plain_ratio']) if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+        for n in sizes:
+            lines.append(f'| COMMIT of {n:,} keys ÷ plain INSERT of {n:,} rows | ' +
+                         ' | '.join(fmt_ratio(built[d]['big'][n]['vs_plain']) if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+        for n in sizes:
+            lines.append(f'| peak memory growth during the COMMIT of {n:,} keys, MB (worst round) | ' +
+                         ' | '.join(f"{built[d]['big'][n]['growth_max_mb']:,.1f}" if n in built[d]['big'] else '-'
+                                    for d in majors) + ' |')
+        lines.append('| savepoint rollbacks after the claims ÷ without | ' +
+                     ' | '.join(fmt_ratio(built[d]['big'].get('savepoint', [])) for d in majors) + ' |')
+
+    for c in comps:
+        lines += c[0]
+        lines += ['', '| synchronous_commit | target | measured | goal | verdict |', '|---|---|---:|---:|---|']
+        lines += [f'| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[5]} |' for t in c[1]]
+
+    for d in majors:
+        r = built[d]
+        lines += ['', f'## {names[d]}', '', '```', r['env'], '```']
+        lines += r['lines']
+        if r['noise']:
+            lines += ['', r['noise']]
+
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(text)
+    print(text)
+    plot(out, [(f'{names[d]}, synchronous\\_commit = {sync}', built[d]['plot_rows'][sync])
+               for d in majors for sync in built[d]['syncs']], clients, hot_clients)
 
 
 def main():
@@ -374,6 +699,10 @@ def main():
         cmd_window(sys.argv[2], sys.argv[3])
     elif cmd == 'report':
         cmd_report(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif cmd == 'combine':
+        cmd_combine(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif cmd == 'compare':
+        cmd_compare(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(__doc__)
 

@@ -13,7 +13,30 @@
 # Usage: test/bench/run.sh [--smoke] [--duration SECONDS] [--rounds N]
 #                          [--clients N] [--hot-clients N] [--sync "on off"]
 #                          [--sweep-keys N] [--storage-keys N] [--out DIR]
+#                          [--pg-config PATH]... [--majors "15 18"]
+#                          [--big-keys "10000 100000 1000000"] [--big-rounds N]
+#                          [--savepoint-keys N] [--no-big | --big-only]
+#                          [--compare REV --compare-pg-config PATH]
 #                          [--callgrind | --no-callgrind]
+#
+# --pg-config (repeated) or --majors benchmarks each PostgreSQL in turn, in
+# one invocation: each major runs every scenario with its own interleaved
+# rounds, and results.md shows the majors side by side.  --majors resolves
+# through scripts/lib.sh (18 as its release build, never the assertion one).
+#
+# Big transactions (--big-keys, --big-rounds, --savepoint-keys; --no-big
+# leaves them out): the COMMIT of N keys claimed in one transaction, its time
+# per key and the backend's peak memory growth, and savepoint rollbacks after
+# many claims against the same rollbacks without them, and a plain INSERT of
+# the same rows for reference.  --big-only runs nothing else.
+#
+# --compare REV builds the extension of git revision REV as well and installs
+# it into a second PostgreSQL installation of the same major (PATH is its
+# pg_config; the two builds cannot share one, as they have the same name).
+# Two clusters with identical settings then run the new-key and replay
+# scenarios, rounds alternating between them, and the storage per key of
+# each.  With --pg-config or --majors the comparison runs on the first one,
+# right after it; alone it is all the run does.
 #
 # Run as root (the cluster then runs as the postgres user, and missing Debian
 # packages are installed) or as a normal user who can write to PG_CONFIG's
@@ -38,14 +61,28 @@ storage_keys=100000
 callgrind=""			# count server instructions per transaction (full runs)
 smoke=0
 out=""
+pg_configs=()			# several PostgreSQL installations, one after the other
+majors=""
+big_keys="10000 100000 1000000"	# keys claimed in one transaction, then committed
+big_rounds=3
+savepoint_keys=20000		# claims before the savepoint rollbacks, and rollbacks
+big=1
+compare_rev=""
+compare_pg_config=""
+child_args=()			# the options that each major's run gets
 
 usage()
 {
-	sed -n '/^# Usage:/,/^# *\[--callgrind/p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '/^# Usage:/,/^# right after it; alone/p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
 while [ $# -gt 0 ]; do
+	case "$1" in
+		--pg-config|--majors|--compare|--compare-pg-config|--out) ;;
+		--smoke|--callgrind|--no-callgrind|--no-big|--big-only|-h|--help) child_args+=("$1") ;;
+		*) child_args+=("$1" "${2:-}") ;;
+	esac
 	case "$1" in
 		--smoke) smoke=1 ;;
 		--duration) duration=$2; shift ;;
@@ -56,6 +93,15 @@ while [ $# -gt 0 ]; do
 		--sweep-keys) sweep_keys=$2; shift ;;
 		--storage-keys) storage_keys=$2; shift ;;
 		--out) out=$2; shift ;;
+		--pg-config) pg_configs+=("$2"); shift ;;
+		--majors) majors=$2; shift ;;
+		--big-keys) big_keys=$2; shift ;;
+		--big-rounds) big_rounds=$2; shift ;;
+		--savepoint-keys) savepoint_keys=$2; shift ;;
+		--no-big) big=0 ;;
+		--big-only) big=only ;;
+		--compare) compare_rev=$2; shift ;;
+		--compare-pg-config) compare_pg_config=$2; shift ;;
 		--callgrind) callgrind=1 ;;
 		--no-callgrind) callgrind=0 ;;
 		-h|--help) usage 0 ;;
@@ -63,6 +109,10 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
+if [ -n "$compare_rev" ] && [ -z "$compare_pg_config" ]; then
+	echo "run.sh: --compare needs --compare-pg-config (a second installation of the same major)" >&2
+	exit 2
+fi
 
 if [ "$smoke" = 1 ]; then
 	duration=1
@@ -71,9 +121,52 @@ if [ "$smoke" = 1 ]; then
 	replay_keys=10000
 	sweep_keys=20000
 	storage_keys=2000
+	big_keys="1000 10000"
+	big_rounds=1
+	savepoint_keys=2000
 	callgrind=${callgrind:-0}
 fi
 callgrind=${callgrind:-1}
+
+# ---------------------------------------------------------------- majors
+# Several installations: run this script once for each (and once more for a
+# comparison), each into its own directory, then report them side by side
+if [ ${#pg_configs[@]} -gt 0 ] || [ -n "$majors" ]; then
+	for m in $majors; do
+		# shellcheck source=../../scripts/lib.sh
+		pg_configs+=("$(. "$top/scripts/lib.sh" && PG18_FLAVOUR=release pg_config_for "$m")") ||
+			{ echo "run.sh: no PostgreSQL $m" >&2; exit 1; }
+	done
+	if [ -z "$out" ]; then
+		if [ "$smoke" = 1 ]; then out="$here/out/smoke"; else out="$here/out/full"; fi
+	fi
+	rm -rf "$out"
+	mkdir -p "$out"
+	# the comparison runs right after the first major, on the same one; a
+	# failed part is reported and leaves the others their results
+	failed=0
+	for pgc in "${pg_configs[@]}"; do
+		major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+		printf '%s major %s (%s)\n' "$(date +%H:%M:%S)" "$major" "$pgc" >&2
+		PG_CONFIG=$pgc "$0" "${child_args[@]}" --out "$out/pg$major" ||
+			{ echo "run.sh: the run on PostgreSQL $major failed" >&2; mv "$out/pg$major" "$out/failed-pg$major"; failed=1; }
+		if [ -n "$compare_rev" ] && [ "$pgc" = "${pg_configs[0]}" ]; then
+			printf '%s comparison with %s\n' "$(date +%H:%M:%S)" "$compare_rev" >&2
+			PG_CONFIG=$pgc "$0" "${child_args[@]}" --compare "$compare_rev" \
+				--compare-pg-config "$compare_pg_config" --out "$out/compare" ||
+				{ echo "run.sh: the comparison failed" >&2; mv "$out/compare" "$out/failed-compare"; failed=1; }
+		fi
+	done
+	python3 "$here/report.py" combine "$out" "$clients" "$hot_clients" "$hot_keys" >/dev/null
+	if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ]; then
+		cp "$out/results.md" "$here/results.md"
+		cp "$out/results.png" "$here/results.png"
+		printf '%s wrote %s and %s\n' "$(date +%H:%M:%S)" "$here/results.md" "$here/results.png" >&2
+	else
+		printf '%s results in %s (not copied over the committed results)\n' "$(date +%H:%M:%S)" "$out" >&2
+	fi
+	exit "$failed"
+fi
 
 PG_CONFIG=${PG_CONFIG:-pg_config}
 
@@ -118,6 +211,7 @@ export PATH="$bindir:$PATH"
 work=$(mktemp -d "${TMPDIR:-/tmp}/idem-bench.XXXXXX")
 chmod 755 "$work"
 pg_pid=""
+base_pid=""
 redis_pid=""
 
 if [ "$(id -u)" = 0 ]; then
@@ -131,6 +225,9 @@ cleanup()
 	set +e
 	if [ -n "$pg_pid" ]; then
 		"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null 2>&1
+	fi
+	if [ -n "$base_pid" ]; then
+		"${runas[@]}" pg_ctl -D "$work/data-base" -m fast -w stop >/dev/null 2>&1
 	fi
 	if [ -n "$redis_pid" ]; then
 		kill "$redis_pid" 2>/dev/null
@@ -163,6 +260,22 @@ make -C "$work/build" -s PG_CONFIG="$PG_CONFIG" >"$work/build.log" 2>&1 ||
 make -C "$work/build" -s PG_CONFIG="$PG_CONFIG" install >>"$work/build.log" 2>&1 ||
 	{ cat "$work/build.log" >&2; fail "install failed (run as root, or use a PG_CONFIG you can write to)"; }
 
+if [ -n "$compare_rev" ]; then
+	command -v "$compare_pg_config" >/dev/null || fail "$compare_pg_config not found"
+	[ "$("$compare_pg_config" --pkglibdir)" != "$("$PG_CONFIG" --pkglibdir)" ] ||
+		fail "--compare-pg-config must be another installation than PG_CONFIG"
+	base_version=$(git -C "$top" show "$compare_rev:idempotency.control" |
+		sed -n "s/^default_version = '\(.*\)'/\1/p")
+	base_commit=$(git -C "$top" rev-parse --short "$compare_rev")
+	log "building the extension of $compare_rev ($base_version) with $compare_pg_config"
+	mkdir "$work/build-base"
+	git -C "$top" archive "$compare_rev" Makefile idempotency.control src sql | tar -x -C "$work/build-base"
+	make -C "$work/build-base" -s PG_CONFIG="$compare_pg_config" >"$work/build-base.log" 2>&1 ||
+		{ cat "$work/build-base.log" >&2; fail "build of $compare_rev failed"; }
+	make -C "$work/build-base" -s PG_CONFIG="$compare_pg_config" install >>"$work/build-base.log" 2>&1 ||
+		{ cat "$work/build-base.log" >&2; fail "install of $compare_rev failed"; }
+fi
+
 gcc -O2 -Wall -o "$work/redis_client" "$here/redis_client.c" \
 	-I"$("$PG_CONFIG" --includedir)" -I/usr/include/postgresql -lpq -lhiredis -lpthread ||
 	fail "could not build redis_client"
@@ -172,12 +285,16 @@ pgport=$(free_port)
 redis_port=$(free_port)
 [ "$redis_port" = "$pgport" ] && redis_port=$((pgport + 1))
 
-mkdir "$work/data" "$work/sock"
-[ "$(id -u)" = 0 ] && chown postgres: "$work/data" "$work/sock"
-"${runas[@]}" initdb -D "$work/data" -U postgres --auth=trust --no-locale -E UTF8 >"$work/initdb.log" 2>&1 ||
-	{ cat "$work/initdb.log" >&2; fail "initdb failed"; }
-cat >>"$work/data/postgresql.conf" <<EOF
-port = $pgport
+# Create and start a cluster: start_cluster DATADIR PORT BINDIR
+start_cluster()
+{
+	local data=$1 port=$2 bin=$3
+	mkdir "$data"
+	[ "$(id -u)" = 0 ] && chown postgres: "$data"
+	"${runas[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust --no-locale -E UTF8 >"$data.initdb.log" 2>&1 ||
+		{ cat "$data.initdb.log" >&2; fail "initdb failed"; }
+	cat >>"$data/postgresql.conf" <<EOF
+port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$work/sock'
 shared_preload_libraries = 'idempotency'
@@ -190,9 +307,21 @@ checkpoint_timeout = '30min'
 # each run starts from the state the script prepared: no vacuum in between
 autovacuum = off
 EOF
-"${runas[@]}" pg_ctl -D "$work/data" -l "$work/data/server.log" -w start >/dev/null ||
-	{ cat "$work/data/server.log" >&2; fail "the cluster did not start"; }
+	"${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start >/dev/null ||
+		{ cat "$data/server.log" >&2; fail "the cluster did not start"; }
+}
+
+mkdir "$work/sock"
+[ "$(id -u)" = 0 ] && chown postgres: "$work/sock"
+start_cluster "$work/data" "$pgport" "$bindir"
 pg_pid=$(head -1 "$work/data/postmaster.pid")
+if [ -n "$compare_rev" ]; then
+	# the same server, with the other build of the extension in its libdir
+	base_port=$(free_port)
+	while [ "$base_port" = "$pgport" ] || [ "$base_port" = "$redis_port" ]; do base_port=$(free_port); done
+	start_cluster "$work/data-base" "$base_port" "$("$compare_pg_config" --bindir)"
+	base_pid=$(head -1 "$work/data-base/postmaster.pid")
+fi
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
 	--save '' --appendonly no --dir "$work" --logfile "$work/redis.log" &
@@ -207,10 +336,14 @@ for _ in $(seq 50); do
 done
 
 psql -X -q -v ON_ERROR_STOP=1 -f "$here/sql/setup.sql" >/dev/null
+if [ -n "$compare_rev" ]; then
+	PGPORT=$base_port psql -X -q -v ON_ERROR_STOP=1 -f "$here/sql/setup.sql" >/dev/null
+fi
 
 # ---------------------------------------------------------------- helpers
 if [ -z "$out" ]; then
-	if [ "$smoke" = 1 ]; then out="$here/out/smoke"; else out="$here/out/full"; fi
+	if [ -n "$compare_rev" ]; then out="$here/out/compare"
+	elif [ "$smoke" = 1 ]; then out="$here/out/smoke"; else out="$here/out/full"; fi
 fi
 mkdir -p "$out"
 raw="$out/raw.tsv"
@@ -497,35 +630,260 @@ EOF
 }
 
 # ---------------------------------------------------------------- storage
-# Bytes per key after storage_keys new-key transactions and VACUUM
+# Bytes per key after storage_keys new-key transactions of SCRIPT and VACUUM
+#   storage_of SYNC LABEL TABLE SCRIPT
+storage_of()
+{
+	local sync=$1 label=$2 table=$3 script=$4 per
+	per=$(( (storage_keys + clients - 1) / clients ))
+	prep_write
+	pgbench -n -M prepared -c "$clients" -j 2 -t "$per" -f "$here/scripts/$script.sql" \
+		>"$work/storage.out" 2>&1 || { cat "$work/storage.out" >&2; fail "pgbench failed"; }
+	sql -c "VACUUM $table"
+	sql -F $'\t' -c "SELECT '$sync', 'storage', '$label:' || m.name, m.value FROM (
+		SELECT count(*) AS n,
+			   pg_total_relation_size('$table') AS total,
+			   pg_relation_size('$table') AS heap,
+			   pg_indexes_size('$table') AS indexes,
+			   round(avg(pg_column_size(t.*)), 1) AS row_bytes
+		FROM $table t) s,
+		LATERAL (VALUES ('keys', s.n::numeric), ('total_bytes', s.total),
+						('bytes_per_key', round(s.total::numeric / s.n, 1)),
+						('heap_bytes_per_key', round(s.heap::numeric / s.n, 1)),
+						('index_bytes_per_key', round(s.indexes::numeric / s.n, 1)),
+						('row_bytes', s.row_bytes)) m(name, value)" >>"$extra"
+	sql -c "VACUUM FULL $table"
+	sql -F $'\t' -c "SELECT '$sync', 'storage', '$label:compact_bytes_per_key',
+		round(pg_total_relation_size('$table')::numeric / count(*), 1) FROM $table" >>"$extra"
+}
+
 run_storage()
 {
-	local sync=$1 variant table per
-	per=$(( (storage_keys + clients - 1) / clients ))
-	for variant in ext hand; do
-		table=idem_keys
-		[ "$variant" = hand ] && table=hand_keys
-		prep_write
-		pgbench -n -M prepared -c "$clients" -j 2 -t "$per" -f "$here/scripts/new_$variant.sql" \
-			>"$work/storage.out" 2>&1 || { cat "$work/storage.out" >&2; fail "pgbench failed"; }
-		sql -c "VACUUM $table"
-		sql -F $'\t' -c "SELECT '$sync', 'storage', '$variant:' || m.name, m.value FROM (
-			SELECT count(*) AS n,
-				   pg_total_relation_size('$table') AS total,
-				   pg_relation_size('$table') AS heap,
-				   pg_indexes_size('$table') AS indexes,
-				   round(avg(pg_column_size(t.*)), 1) AS row_bytes
-			FROM $table t) s,
-			LATERAL (VALUES ('keys', s.n::numeric), ('total_bytes', s.total),
-							('bytes_per_key', round(s.total::numeric / s.n, 1)),
-							('heap_bytes_per_key', round(s.heap::numeric / s.n, 1)),
-							('index_bytes_per_key', round(s.indexes::numeric / s.n, 1)),
-							('row_bytes', s.row_bytes)) m(name, value)" >>"$extra"
-		sql -c "VACUUM FULL $table"
-		sql -F $'\t' -c "SELECT '$sync', 'storage', '$variant:compact_bytes_per_key',
-			round(pg_total_relation_size('$table')::numeric / count(*), 1) FROM $table" >>"$extra"
-	done
+	local sync=$1
+	storage_of "$sync" ext idem_keys new_ext
+	storage_of "$sync" hand hand_keys new_hand
 	log "  storage: $(grep -P '\tstorage\t.*:bytes_per_key' "$extra" | tail -2 | cut -f3,4 | tr '\n\t' ' =')"
+}
+
+# ---------------------------------------------------------------- big transactions
+# Stop the cluster and start it again with OPTIONS (-c settings; none: its
+# configuration file alone)
+restart_with()
+{
+	"${runas[@]}" pg_ctl -D "$work/data" -m fast -w stop >/dev/null
+	pg_pid=""
+	"${runas[@]}" pg_ctl -D "$work/data" -l "$work/data/server.log" -w ${1:+-o "$1"} start >/dev/null ||
+		{ tail -n 20 "$work/data/server.log" >&2; fail "the cluster did not start again"; }
+	pg_pid=$(head -1 "$work/data/postmaster.pid")
+}
+
+# A kB figure of /proc/PID/status, saved in FILE
+status_kb()
+{
+	sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "$1"
+}
+
+# COMMIT of N keys claimed in one transaction (deferred: no row before the
+# commit).  The backend's peak RSS is reset just before the COMMIT (writing
+# 5 to /proc/PID/clear_refs), so that VmHWM after it minus VmRSS before it is
+# the memory the COMMIT took.  Appends seconds and kB to extra.tsv.
+big_commit()
+{
+	local n=$1 round=$2 dir="$work/big" out ms before hwm keys
+	mkdir -p "$dir"
+	rm -f "$dir/status.before" "$dir/status.after"
+	sql -c "TRUNCATE idem_keys" -c "CHECKPOINT"
+	cat >"$dir/commit.sql" <<EOF
+SELECT pg_backend_pid() AS pid \gset
+\setenv BENCH_BACKEND :pid
+BEGIN;
+SELECT count(*) FROM generate_series(1, $n) i, LATERAL idem_claim(key => 'big' || i) c;
+\! grep -E '^(Vm(RSS|HWM)|Rss(Anon|Shmem))' /proc/\$BENCH_BACKEND/status >$dir/status.before && echo 5 >/proc/\$BENCH_BACKEND/clear_refs
+\timing on
+COMMIT;
+\timing off
+\! grep -E '^Vm(RSS|HWM)' /proc/\$BENCH_BACKEND/status >$dir/status.after
+SELECT count(*) FROM idem_keys;
+EOF
+	out=$(sql -f "$dir/commit.sql") || fail "the commit of $n keys failed"
+	ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	keys=$(echo "$out" | tail -n 1)
+	[ "$keys" = "$n" ] || fail "the commit of $n keys left $keys rows"
+	before=$(status_kb "$dir/status.before" VmRSS)
+	hwm=$(status_kb "$dir/status.after" VmHWM)
+	printf 'all\tbig\tcommit_ms:%s:%s\t%s\n' "$n" "$round" "$ms" >>"$extra"
+	printf 'all\tbig\trss_before_kb:%s:%s\t%s\n' "$n" "$round" "$before" >>"$extra"
+	printf 'all\tbig\tgrowth_kb:%s:%s\t%s\n' "$n" "$round" "$((hwm - before))" >>"$extra"
+	printf 'all\tbig\tanon_before_kb:%s:%s\t%s\n' "$n" "$round" "$(status_kb "$dir/status.before" RssAnon)" >>"$extra"
+	printf 'all\tbig\tshmem_before_kb:%s:%s\t%s\n' "$n" "$round" "$(status_kb "$dir/status.before" RssShmem)" >>"$extra"
+	log "  commit of $n keys: $ms ms, backend RSS $before kB before, peak growth $((hwm - before)) kB"
+}
+
+# The same N rows written by a plain INSERT ... SELECT into a table like
+# idem_keys (its indexes included) and committed: what PostgreSQL itself
+# takes per row at that size, to hold the COMMIT's time per key against
+plain_insert()
+{
+	local n=$1 round=$2 out ms
+	sql -c "TRUNCATE big_plain" -c "CHECKPOINT"
+	out=$(sql -c "\\timing on" -c "BEGIN" \
+		-c "INSERT INTO big_plain (scope, key, status, attempt, created_at, completed_at, expires_at)
+			SELECT '', 'big' || i, 'completed', 1, now(), now(), now() + interval '1 day'
+			FROM generate_series(1, $n) i" -c "COMMIT") || fail "the plain insert of $n rows failed"
+	ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | awk '{ t += $1 } END { printf "%.3f", t }')
+	printf 'all\tbig\tplain_ms:%s:%s\t%s\n' "$n" "$round" "$ms" >>"$extra"
+	log "  plain INSERT and COMMIT of $n rows: $ms ms"
+}
+
+# savepoint_keys loops of SAVEPOINT, SELECT 1, ROLLBACK TO SAVEPOINT, in a
+# transaction that first claimed savepoint_keys keys ("with") or nothing
+# ("without"); the seconds are measured by the server, from before the first
+# loop to after the last
+savepoint_loops()
+{
+	local kind=$1 round=$2 dir="$work/big" secs
+	mkdir -p "$dir"
+	{
+		echo "BEGIN;"
+		if [ "$kind" = with ]; then
+			echo "SELECT count(*) FROM generate_series(1, $savepoint_keys) i, LATERAL idem_claim(key => 'sp' || i) c;"
+		fi
+		echo "SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset"
+		echo "\\o /dev/null"
+		# one round trip per loop: psql sends the three statements at once
+		awk -v n="$savepoint_keys" 'BEGIN { for (i = 0; i < n; i++) print "SAVEPOINT s\\; SELECT 1\\; ROLLBACK TO SAVEPOINT s;" }'
+		echo "\\o"
+		echo "SELECT extract(epoch FROM clock_timestamp()) - :t0;"
+		echo "ROLLBACK;"
+	} >"$dir/savepoint_$kind.sql"
+	secs=$(sql -f "$dir/savepoint_$kind.sql" | tail -n 1) || fail "the savepoint loops failed"
+	printf 'all\tbig\tsavepoint_s:%s:%s\t%s\n' "$kind" "$round" "$secs" >>"$extra"
+	log "  $savepoint_keys savepoint rollbacks $kind $savepoint_keys claims before: $secs s"
+}
+
+run_big()
+{
+	local normal small round n kind max=0 locks
+	export PGOPTIONS="-c synchronous_commit=on"
+	for n in $big_keys; do [ "$n" -gt "$max" ] && max=$n; done
+	# every key holds a lock to the end of its transaction: the shared lock
+	# table (max_locks_per_transaction x about max_connections) must hold them
+	locks=$(( max / 50 > 64 ? max / 50 : 64 ))
+	normal=$(sql -c "SHOW shared_memory_size")
+	# what the lock table alone takes: the shared memory with small buffers,
+	# without and then with the big lock table
+	restart_with "-c shared_buffers=32MB"
+	small=$(sql -c "SHOW shared_memory_size")
+	log "big transactions: max_locks_per_transaction = $locks, shared_buffers = 32MB"
+	restart_with "-c max_locks_per_transaction=$locks -c shared_buffers=32MB"
+	sql -c "CREATE TABLE IF NOT EXISTS big_plain (LIKE idem_keys INCLUDING DEFAULTS INCLUDING INDEXES)"
+	{
+		printf 'all\tbig\tlocks\t%s\n' "$locks"
+		printf 'all\tbig\tshmem_normal\t%s\n' "$normal"
+		printf 'all\tbig\tshmem_small_default_locks\t%s\n' "$small"
+		printf 'all\tbig\tdefault_locks\t%s\n' "$(sql -c "SELECT boot_val FROM pg_settings WHERE name = 'max_locks_per_transaction'")"
+		printf 'all\tbig\tshmem_big\t%s\n' "$(sql -c "SHOW shared_memory_size")"
+		printf 'all\tbig\tshmem_big_buffers\t%s\n' "$(sql -c "SHOW shared_buffers")"
+		printf 'all\tbig\tsavepoint_keys\t%s\n' "$savepoint_keys"
+	} >>"$extra"
+	for round in $(seq 1 "$big_rounds"); do
+		log " big transactions, round $round of $big_rounds"
+		for n in $(rotate "$round" $big_keys); do
+			big_commit "$n" "$round"
+			plain_insert "$n" "$round"
+		done
+		sql -c "TRUNCATE idem_keys, big_plain"
+		for kind in $(rotate "$round" with without); do
+			savepoint_loops "$kind" "$round"
+		done
+	done
+	sql -c "TRUNCATE idem_keys" -c "DROP TABLE big_plain"
+	restart_with ""
+}
+
+# ---------------------------------------------------------------- comparison
+# Server instructions per new-key and replay transaction of each build,
+# counted by callgrind as in run_callgrind: a figure that the machine's load
+# does not change.  Each cluster in turn runs under valgrind, and is left
+# stopped.
+compare_callgrind()
+{
+	local build data bin item scenario n1 n2 ir1 ir2
+	log "callgrind: server instructions per transaction, 1 client, each build"
+	export PGOPTIONS="-c synchronous_commit=off"
+	for build in current base; do
+		if [ "$build" = base ]; then
+			data=$work/data-base bin=$("$compare_pg_config" --bindir)
+			export PGPORT=$base_port
+		else
+			data=$work/data bin=$bindir
+			export PGPORT=$pgport
+		fi
+		"${runas[@]}" pg_ctl -D "$data" -m fast -w stop >/dev/null
+		rm -rf "$work/cg"
+		mkdir "$work/cg"
+		if [ "$(id -u)" = 0 ]; then chown postgres: "$work/cg"; fi
+		"${runas[@]}" valgrind --tool=callgrind --trace-children=yes \
+			--callgrind-out-file="$work/cg/cg.%p" \
+			"$bin/postgres" -D "$data" >"$work/valgrind-$build.log" 2>&1 &
+		if [ "$build" = base ]; then base_pid=$!; else pg_pid=$!; fi
+		for _ in $(seq 300); do
+			psql -X -q -c "SELECT 1" >/dev/null 2>&1 && break
+			sleep 0.2
+		done
+		for item in new:200:1200 replay:500:2500; do
+			IFS=: read -r scenario n1 n2 <<<"$item"
+			if [ "$scenario" = new ]; then prep_write; else prep_replay; fi
+			ir1=$(cg_count "${scenario}_ext" "$n1")
+			ir2=$(cg_count "${scenario}_ext" "$n2")
+			printf 'all\tcallgrind\t%s:%s\t%s\n' "$build" "$scenario" $(( (ir2 - ir1) / (n2 - n1) )) >>"$extra"
+			log "  $build $scenario: $(( (ir2 - ir1) / (n2 - n1) )) instructions per transaction"
+		done
+		"${runas[@]}" pg_ctl -D "$data" -m fast -w stop >/dev/null
+		if [ "$build" = base ]; then base_pid=""; else pg_pid=""; fi
+	done
+	export PGPORT=$pgport
+}
+
+# The new-key and replay scenarios of the extension, with the current build
+# and with the build of compare_rev, each in its own cluster, rounds
+# alternating between them; then the storage per key of each
+run_compare()
+{
+	local sync round scenario build
+	for sync in $sync_modes; do
+		export PGOPTIONS="-c synchronous_commit=$sync"
+		log "synchronous_commit = $sync"
+		for round in $(seq 1 "$rounds"); do
+			log " round $round of $rounds"
+			for scenario in new replay; do
+				if [ "$scenario" = replay ]; then
+					export PGPORT=$pgport
+					prep_replay
+					export PGPORT=$base_port
+					prep_replay
+				fi
+				for build in $(rotate "$round" current base); do
+					if [ "$build" = base ]; then export PGPORT=$base_port; else export PGPORT=$pgport; fi
+					[ "$scenario" = new ] && prep_write
+					run_pgbench "$sync" "$round" "$scenario" "$build" "$clients" "${scenario}_ext"
+				done
+			done
+		done
+		for build in current base; do
+			if [ "$build" = base ]; then export PGPORT=$base_port; else export PGPORT=$pgport; fi
+			storage_of "$sync" "$build" idem_keys new_ext
+		done
+		export PGPORT=$pgport
+		log "  storage: $(grep -P '\tstorage\t.*:bytes_per_key' "$extra" | tail -2 | cut -f3,4 | tr '\n\t' ' =')"
+	done
+	if [ "$callgrind" = 1 ]; then compare_callgrind; fi
+	{
+		printf 'all\tcompare\tcurrent_version\t%s\n' "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$top/idempotency.control")"
+		printf 'all\tcompare\tcurrent_commit\t%s\n' "$(git -C "$top" rev-parse --short HEAD)$(git -C "$top" diff --quiet HEAD -- src sql Makefile idempotency.control || echo '+changes')"
+		printf 'all\tcompare\tbase_version\t%s\n' "$base_version"
+		printf 'all\tcompare\tbase_commit\t%s\n' "$base_commit"
+	} >>"$extra"
 }
 
 # ---------------------------------------------------------------- callgrind
@@ -601,37 +959,52 @@ run_callgrind()
 	echo "settings: duration ${duration}s, rounds $rounds, clients $clients, hot clients $hot_clients,"
 	echo "  replay keys $replay_keys, sweep keys $sweep_keys (batches of $sweep_batch), storage keys $storage_keys"
 	echo "  callgrind $callgrind"
+	if [ -n "$compare_rev" ]; then
+		echo "compare: the current tree against $compare_rev ($base_commit, version $base_version), two clusters"
+	elif [ "$big" != 0 ]; then
+		echo "big transactions: keys $big_keys, rounds $big_rounds, savepoint keys $savepoint_keys"
+	fi
 } >"$out/environment.txt"
 cat "$out/environment.txt" >&2
 
-for sync in $sync_modes; do
-	export PGOPTIONS="-c synchronous_commit=$sync"
-	log "synchronous_commit = $sync"
-	for round in $(seq 1 "$rounds"); do
-		log " round $round of $rounds"
-		for variant in $(rotate "$round" ext hand plpgsql redis bare floor); do
-			run_variant "$sync" "$round" new "$variant"
+if [ -n "$compare_rev" ]; then
+	run_compare
+else
+	for sync in $sync_modes; do
+		[ "$big" = only ] && break
+		export PGOPTIONS="-c synchronous_commit=$sync"
+		log "synchronous_commit = $sync"
+		for round in $(seq 1 "$rounds"); do
+			log " round $round of $rounds"
+			for variant in $(rotate "$round" ext hand plpgsql redis bare floor); do
+				run_variant "$sync" "$round" new "$variant"
+			done
+			for variant in $(rotate "$round" ext hand redis bare); do
+				run_variant "$sync" "$round" nocomplete "$variant"
+			done
+			prep_replay
+			for variant in $(rotate "$round" ext pk hand plpgsql redis); do
+				run_variant "$sync" "$round" replay "$variant"
+			done
+			for variant in $(rotate "$round" ext hand plpgsql); do
+				run_variant "$sync" "$round" hot "$variant"
+			done
 		done
-		for variant in $(rotate "$round" ext hand redis bare); do
-			run_variant "$sync" "$round" nocomplete "$variant"
-		done
-		prep_replay
-		for variant in $(rotate "$round" ext pk hand plpgsql redis); do
-			run_variant "$sync" "$round" replay "$variant"
-		done
-		for variant in $(rotate "$round" ext hand plpgsql); do
-			run_variant "$sync" "$round" hot "$variant"
-		done
+		run_sweep "$sync"
+		run_storage "$sync"
 	done
-	run_sweep "$sync"
-	run_storage "$sync"
-done
+	if [ "$big" != 0 ]; then run_big; fi
+fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/environment.txt"
-if [ "$callgrind" = 1 ]; then run_callgrind; fi
+if [ "$callgrind" = 1 ] && [ -z "$compare_rev" ] && [ "$big" != only ]; then run_callgrind; fi
 
 # ---------------------------------------------------------------- report
-python3 "$here/report.py" report "$out" "$clients" "$hot_clients" "$hot_keys"
-if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ]; then
+if [ -n "$compare_rev" ]; then
+	python3 "$here/report.py" compare "$out" "$clients"
+else
+	python3 "$here/report.py" report "$out" "$clients" "$hot_clients" "$hot_keys"
+fi
+if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ] && [ -z "$compare_rev" ]; then
 	cp "$out/results.md" "$here/results.md"
 	cp "$out/results.png" "$here/results.png"
 	log "wrote $here/results.md and $here/results.png"
