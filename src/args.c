@@ -139,6 +139,18 @@ idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno)
 	return fingerprint;
 }
 
+/* Fail: the interval given as argname is not positive */
+static void
+not_positive(const char *argname, Interval *span)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s must be positive", argname),
+			 errdetail("The %s given is %s.", argname,
+					   DatumGetCString(DirectFunctionCall1(interval_out,
+														   IntervalPGetDatum(span))))));
+}
+
 /*
  * Fetch and check an interval argument (ttl, lease): NULL, or positive and
  * at most IDEM_MAX_INTERVAL_YEARS, so that adding it to a timestamp cannot
@@ -156,12 +168,7 @@ idem_interval_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	span = PG_GETARG_INTERVAL_P(argno);
 	if (DatumGetBool(DirectFunctionCall2(interval_le, IntervalPGetDatum(span),
 										 IntervalPGetDatum(&zero))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", argname),
-				 errdetail("The %s given is %s.", argname,
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(span))))));
+		not_positive(argname, span);
 	if (DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(span),
 										 IntervalPGetDatum(&longest))))
 		ereport(ERROR,
@@ -189,12 +196,7 @@ idem_timestamp_plus(TimestampTz ts, Interval *span, const char *argname)
 													 TimestampTzGetDatum(ts),
 													 IntervalPGetDatum(span)));
 	if (result <= ts)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", argname),
-				 errdetail("The %s given is %s.", argname,
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(span))))));
+		not_positive(argname, span);
 	return result;
 }
 
