@@ -334,11 +334,25 @@ idem_catalog_fill(void)
 	if (!OidIsValid(extoid))
 		return false;
 	nsp = extension_schema(extoid, &version_0_1);
-	relid = get_relname_relid("idem_keys", nsp);
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table \"idem_keys\" of extension \"idempotency\" does not exist")));
+	if (!OidIsValid(nsp))
+		return false;			/* dropped since we looked */
+
+	/*
+	 * Look the table up, then lock it, and look again if it went away in
+	 * between (DROP and CREATE EXTENSION in another session): taking the
+	 * lock brings the catalog up to date.
+	 */
+	for (;;)
+	{
+		relid = get_relname_relid("idem_keys", nsp);
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table \"idem_keys\" of extension \"idempotency\" does not exist")));
+		rel = try_table_open(relid, AccessShareLock);
+		if (rel != NULL)
+			break;
+	}
 
 	/* a table of that name that is not the extension's own is not used */
 	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
@@ -358,7 +372,6 @@ idem_catalog_fill(void)
 	cache.keys_relid = relid;
 	cache.has_owner = !version_0_1;
 
-	rel = table_open(relid, AccessShareLock);
 	cache.natts = RelationGetDescr(rel)->natts;
 	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
 	{
