@@ -1060,8 +1060,13 @@ class DdlSession(threading.Thread):
             if broken:
                 self.repair()
             elif not self.run_sql("SELECT 1 FROM idem_keys LIMIT 0") or \
-                    self.conn.execute("SELECT NOT EXISTS (SELECT FROM pg_extension "
-                                      "WHERE extname = 'idempotency')").fetchone()[0]:
+                    self.conn.execute(
+                        "SELECT NOT EXISTS (SELECT FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid "
+                        " WHERE e.extname = 'idempotency' AND d.deptype = 'e' "
+                        "   AND d.classid = 'pg_class'::regclass "
+                        "   AND d.objid = to_regclass(%s))",
+                        (self.schema() + ".idem_keys",)).fetchone()[0]:
+                # no extension, or a table in its table's place
                 self.repair()
             self.conn.close()
         except Exception:
