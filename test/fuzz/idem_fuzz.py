@@ -1055,6 +1055,14 @@ class DdlSession(threading.Thread):
                 self.conn.execute("SET lock_timeout = 0")
             except psycopg.Error:
                 self.run_sql("SELECT 1")
+            # a prepared transaction holds its lock on the keys table until
+            # it is finished: finish the workers' before the repair waits on them
+            try:
+                for gid, in self.conn.execute(
+                        "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'fuzz-%'").fetchall():
+                    self.run_sql("ROLLBACK PREPARED '%s'" % gid)
+            except psycopg.Error:
+                pass
             # end with a working extension; keep its keys for the final
             # checks unless a hostile change broke it
             if broken:
