@@ -129,6 +129,14 @@ async function connectPg() {
   return client;
 }
 
+function dropPg() {
+  if (pg) {
+    const old = pg;
+    pg = null;
+    old.end().catch(() => {});
+  }
+}
+
 // Apply a batch until it commits.  A failure (PostgreSQL restarting, a
 // deadlock between two workers given the same messages) rolls the batch back,
 // and the same messages are tried again on a new connection.  If COMMIT
@@ -141,11 +149,7 @@ async function applyUntilCommitted(msgs) {
       return await applyBatch(pg, msgs);
     } catch (err) {
       log(`batch failed (attempt ${attempt}): ${err.code || ''} ${err.message}`);
-      if (pg) {
-        const old = pg;
-        pg = null;
-        old.end().catch(() => {});
-      }
+      dropPg();
       await sleep(Math.min(100 * attempt, 1000));
     }
   }
@@ -155,10 +159,16 @@ async function applyUntilCommitted(msgs) {
 // ordered consumer of one partition from the offset stored in PostgreSQL
 async function openConsumer(js) {
   if (MODE === 'keys') return js.consumers.get(STREAM, DURABLE);
-  if (!pg) pg = await connectPg();
-  const { rows: [r] } = await pg.query(
-    'SELECT idem_offset_get(consumer_group => $1, stream => $2, partition => $3) AS next',
-    [GROUP, STREAM, PARTITION]);
+  let r;
+  try {
+    if (!pg) pg = await connectPg();
+    ({ rows: [r] } = await pg.query(
+      'SELECT idem_offset_get(consumer_group => $1, stream => $2, partition => $3) AS next',
+      [GROUP, STREAM, PARTITION]));
+  } catch (err) {
+    dropPg();
+    throw err;
+  }
   const start = r.next === null ? 1 : Number(r.next);
   log(`partition ${PARTITION}: resuming at stream sequence ${start}`);
   return js.consumers.get(STREAM, {

@@ -224,9 +224,11 @@ run_mode() {
 			stop_nats TERM
 			start_nats
 			broker_restarts=2
-		elif [ "$count" -lt $((N * 90 / 100)) ] &&
+		fi
+		# and, twice a second until 90%, kill -9 a consumer that is inside a
+		# transaction right now: mid-batch
+		if [ "$count" -lt $((N * 90 / 100)) ] &&
 			awk -v n="$now" -v l="$last_kill" 'BEGIN { exit !(n - l > 0.5) }'; then
-			# a consumer that is inside a transaction right now: mid-batch
 			name=$(sql "$mode" -c "SELECT application_name FROM pg_stat_activity
 				WHERE application_name LIKE '$mode-w%' AND xact_start IS NOT NULL
 				ORDER BY random() LIMIT 1" 2>/dev/null) || name=""
