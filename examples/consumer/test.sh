@@ -166,7 +166,11 @@ alive() { kill -0 "$1" 2>/dev/null; }
 
 run_mode() {
 	local mode=$1 name i
-	echo "== $mode: $N events, $WORKERS consumers, batches of $BATCH"
+	if [ "$mode" = keys ]; then
+		echo "== keys: $N events, $WORKERS consumers sharing a durable consumer, batches of $BATCH"
+	else
+		echo "== offsets: $N events in $WORKERS partitions, a consumer for each and a second one for partition 0, batches of $BATCH"
+	fi
 	as_test_user createdb -h "$dir" -p "$pgport" -U postgres "$mode"
 	sql "$mode" -f "$dir/consumer/schema.sql" >/dev/null
 
@@ -185,6 +189,15 @@ run_mode() {
 		partition_of[$name]=$((i - 1))
 		start_worker "$mode" "$name" "$((i - 1))"
 	done
+	if [ "$mode" = offsets ]; then
+		# one more reader of partition 0, as if a rebalance gave the partition
+		# to a new owner while the old one still runs: both read every event
+		# of it, and the stored offset must turn the second reading away
+		name="$mode-w$((WORKERS + 1))"
+		names+=("$name")
+		partition_of[$name]=0
+		start_worker "$mode" "$name" 0
+	fi
 
 	local started now count=0 kills=0 self_kills=0 broker_restarts=0 pg_restarts=0 last_kill=0
 	started=$(date +%s.%N)
