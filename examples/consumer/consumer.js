@@ -47,10 +47,7 @@ const log = (...args) => console.log(new Date().toISOString(), WORKER, ...args);
 // means apply the effect, 'replay' means it was applied before.  The claims
 // are part of the caller's transaction: they commit with the effects.
 const CLAIM_SQL =
-  `SELECT k.key, c.outcome::text AS outcome
-     FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n),
-          LATERAL idem_claim(key => k.key, scope => $2) AS c
-    ORDER BY k.n`;
+  'SELECT key, outcome::text AS outcome FROM idem_claim_many(keys => $1::text[], scope => $2)';
 
 async function claimKeys(pg, keys) {
   const { rows } = await pg.query(CLAIM_SQL, [keys, SCOPE]);
@@ -94,11 +91,10 @@ async function applyBatch(pg, msgs) {
   let fresh;
   if (MODE === 'keys') {
     // One claim per id, even if the broker handed this batch the same message
-    // twice (a second claim of a key in the same transaction answers
-    // 'claimed' again).  Sorted, so that two workers given the same messages
-    // take the keys' locks in the same order and never deadlock.
-    const byId = new Map(events.map((e) => [e.id, e]));
-    events = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    // twice: a second claim of a key in the same transaction answers
+    // 'claimed' again.  (Two workers given overlapping batches cannot
+    // deadlock: idem_claim_many locks keys in one global order.)
+    events = [...new Map(events.map((e) => [e.id, e])).values()];
     const outcomes = await claimKeys(pg, events.map((e) => e.id));
     for (const o of outcomes) {
       // without a lease or a fingerprint a waiting claim answers only these
