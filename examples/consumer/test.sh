@@ -47,6 +47,7 @@ CRASH_AFTER_COMMIT=${CONSUMER_CRASH_AFTER_COMMIT:-0.01}
 
 passed=0
 failed=0
+summary_printed=0
 report() {
 	local ok=$1 name=$2
 	if [ "$ok" = 1 ]; then
@@ -80,12 +81,24 @@ while [ "$natsport" -eq "$pgport" ]; do natsport=$((20000 + RANDOM % 20000)); do
 declare -A worker_pid=()
 nats_pid=""
 
+summary() {
+	echo "consumer: $passed passed, $failed failed"
+	summary_printed=1
+}
+
 # Stop what this test started, by the ids it recorded
 cleanup() {
 	local rc=$? name
 	set +e
-	for name in "${!worker_pid[@]}"; do kill -9 "${worker_pid[$name]}" 2>/dev/null; done
-	[ -n "$nats_pid" ] && kill -9 "$nats_pid" 2>/dev/null
+	if [ "$summary_printed" = 0 ]; then
+		# stopped by an unexpected error: say so, with what the server logged
+		report 0 "the test ran to its end (it stopped with status $rc)"
+		[ -f "$dir/server.log" ] && tail -n 30 "$dir/server.log" | sed 's/^/    server.log: /'
+		summary
+		[ "$rc" -eq 0 ] && rc=1
+	fi
+	for name in "${!worker_pid[@]}"; do kill_ours 9 "${worker_pid[$name]}"; done
+	kill_ours 9 "$nats_pid"
 	if [ -f "$dir/data/postmaster.pid" ]; then
 		(cd "$dir" && as_test_user pg_ctl -D "$dir/data" -m immediate -w stop >/dev/null 2>&1)
 	fi
@@ -101,7 +114,7 @@ rm -rf "$dir/consumer/node_modules"
 if ! (cd "$dir/consumer" && npm ci --no-audit --no-fund --loglevel=error) >"$dir/npm.log" 2>&1; then
 	cat "$dir/npm.log" >&2
 	report 0 "npm ci in examples/consumer"
-	echo "consumer: $passed passed, $failed failed"
+	summary
 	exit 1
 fi
 [ "$(id -u)" -eq 0 ] && chown -R postgres "$dir"
@@ -144,9 +157,9 @@ start_nats() {
 
 stop_nats() {
 	local signal=$1 i
-	kill "-$signal" "$nats_pid" 2>/dev/null || true
+	kill_ours "$signal" "$nats_pid" || true
 	for i in $(seq 1 100); do
-		kill -0 "$nats_pid" 2>/dev/null || break
+		ours "$nats_pid" || break
 		sleep 0.1
 	done
 	nats_pid=""
@@ -162,7 +175,17 @@ start_worker() {
 		node "$dir/consumer/consumer.js")
 }
 
-alive() { kill -0 "$1" 2>/dev/null; }
+# Is PID still one of this test's processes?  A pid whose process died may be
+# handed to another process, a server backend say, which a kill -9 would crash
+ours() {
+	local pid=$1
+	[ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qE "consumer\.js|nats-server .*-p $natsport"
+}
+alive() { ours "$1"; }
+kill_ours() {
+	local signal=$1 pid=$2
+	ours "$pid" && kill "-$signal" "$pid" 2>/dev/null
+}
 
 run_mode() {
 	local mode=$1 name i
@@ -246,7 +269,7 @@ run_mode() {
 				WHERE application_name LIKE '$mode-w%' AND xact_start IS NOT NULL
 				ORDER BY random() LIMIT 1" 2>/dev/null) || name=""
 			if [ -n "$name" ] && alive "${worker_pid[$name]}"; then
-				kill -9 "${worker_pid[$name]}" 2>/dev/null && { kills=$((kills + 1)); killed[$name]=1; }
+				kill_ours 9 "${worker_pid[$name]}" && { kills=$((kills + 1)); killed[$name]=1; }
 				last_kill=$now
 			fi
 		fi
@@ -256,7 +279,7 @@ run_mode() {
 	secs=$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')
 	# let whatever is still unacked come back (ack_wait is 3 s): it must change nothing
 	sleep 4
-	for name in "${names[@]}"; do kill -9 "${worker_pid[$name]}" 2>/dev/null || true; done
+	for name in "${names[@]}"; do kill_ours 9 "${worker_pid[$name]}" || true; done
 	for name in "${names[@]}"; do wait "${worker_pid[$name]}" 2>/dev/null || true; unset "worker_pid[$name]"; done
 	stop_nats TERM
 
@@ -311,6 +334,12 @@ for mode in $MODES; do
 	esac
 done
 
+# No server process may have crashed: the only restart is the immediate stop above
+crashes=$(grep -cE 'terminated by signal|was terminated by exception|PANIC|TRAP:' "$dir/server.log" || true)
+report "$([ "$crashes" -eq 0 ] && echo 1 || echo 0)" "no PostgreSQL server process crashed ($crashes lines in the server log)"
+[ "$crashes" -eq 0 ] || grep -E -B2 -A8 'terminated by signal|was terminated by exception|PANIC|TRAP:' "$dir/server.log" |
+	head -n 60 | sed 's/^/    server.log: /'
+
 cd /
-echo "consumer: $passed passed, $failed failed"
+summary
 [ "$failed" -eq 0 ]
