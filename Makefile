@@ -26,7 +26,7 @@ DATA = sql/$(EXTENSION)--0.1.sql sql/$(EXTENSION)--0.2.sql \
 PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
-REGRESS = setup claim complete release lookup_forget many_keys errors limits settings fingerprint security ownership catalog replay_nowrite leased sweep stats
+REGRESS = setup claim complete release lookup_forget many_keys batch body renew current_key offsets errors limits settings fingerprint security ownership catalog replay_nowrite leased sweep stats
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --temp-config=test/conf/two_phase.conf --encoding=UTF8
 
 # isolationtester: every concurrency promise

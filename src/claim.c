@@ -59,6 +59,7 @@ typedef struct ClaimArgs
 	bool		wait;
 	int64		wait_usecs;		/* with wait: at most this long, or -1 */
 	TimestampTz wait_deadline;	/* set at the first wait that is bounded */
+	const char *funcname;		/* for errors: idem_claim() or idem_claim_many() */
 	TimestampTz now;
 	TimestampTz expires_at;
 	TimestampTz locked_until;	/* with a lease */
@@ -308,7 +309,7 @@ claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
 	if (needs_write(decision))
 	{
 		/* serialise with every other writer of this key */
-		idem_prevent_write("idem_claim()");
+		idem_prevent_write(args->funcname);
 		if (!lock_for_claim(keylock, args))
 		{
 			*row_valid = false;
@@ -447,6 +448,7 @@ idem_claim(PG_FUNCTION_ARGS)
 	args.name.key = idem_key_arg(fcinfo, 0);
 	args.fingerprint = idem_fingerprint_arg(fcinfo, 1);
 	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
+	args.funcname = "idem_claim()";
 
 	rel = idem_keys_open(RowExclusiveLock);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
@@ -553,6 +555,7 @@ idem_claim_many(PG_FUNCTION_ARGS)
 			idem_check_fingerprint(fingerprints[i]);
 	}
 	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
+	args.funcname = "idem_claim_many()";
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n == 0)
 		return (Datum) 0;
