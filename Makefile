@@ -14,6 +14,7 @@ OBJS = \
 	src/manage.o \
 	src/current.o \
 	src/offsets.o \
+	src/notify.o \
 	src/pending.o \
 	src/sweep.o \
 	src/fingerprint.o \
