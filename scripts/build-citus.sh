@@ -4,7 +4,10 @@
 # cache directory outside the source tree, and install them into that
 # PostgreSQL.  Prints the cache directory of the build.
 #
-#   scripts/build-citus.sh PG_CONFIG
+#   scripts/build-citus.sh [--build-only] PG_CONFIG
+#
+# --build-only fills the cache and installs nothing (for a PostgreSQL that
+# other users share; install from the cache into a private copy later).
 #
 # Citus 13.2.2 (with the patch for PostgreSQL 15.20's headers) is used for
 # PostgreSQL 15, Citus 14.0.1 for 16-18; the tarballs are taken from
@@ -18,6 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+install=1
+if [ "${1:-}" = --build-only ]; then
+	install=0
+	shift
+fi
 pgc=${1:-${PG_CONFIG:-}}
 [ -n "$pgc" ] && [ -x "$pgc" ] || { echo "usage: $0 PG_CONFIG" >&2; exit 2; }
 
@@ -85,5 +93,5 @@ if [ ! -f "$prefix/.complete" ]; then
 	cp -a "$work/stage$("$pgc" --sharedir)/." "$prefix/share/"
 	touch "$prefix/.complete"
 fi
-install_into
+[ "$install" -eq 0 ] || install_into
 echo "$prefix"
