@@ -362,7 +362,7 @@ idem_claim(PG_FUNCTION_ARGS)
 					 errhint("Pass a longer ttl, or a shorter lease.")));
 	}
 
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, args.name.scope);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
 	/* the table stays locked until the transaction ends */
 	table_close(rel, NoLock);

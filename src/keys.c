@@ -34,6 +34,7 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "citus.h"
 
 /*
  * Open idem_keys for one of the SQL functions.  They read and write the
@@ -41,7 +42,7 @@
  * than ignore policies that apply to the caller, they refuse.
  */
 Relation
-idem_keys_open(LOCKMODE lockmode)
+idem_keys_open(LOCKMODE lockmode, const text *scope)
 {
 	Relation	rel = table_open(idem_catalog_lock_keys(lockmode, false), NoLock);
 
@@ -53,7 +54,8 @@ idem_keys_open(LOCKMODE lockmode)
 						GetUserNameFromId(GetUserId(), false)),
 				 errdetail("The idempotency functions read and write the table directly and do not apply its policies."),
 				 errhint("Call them through a SECURITY DEFINER function that sets the scope for the caller.")));
-	return rel;
+	/* the scope's shard when idem_keys is distributed by Citus */
+	return idem_citus_route(rel, scope, lockmode);
 }
 
 /* Start a row for a new key: every column NULL but owner, scope and key */
@@ -264,7 +266,7 @@ void
 idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
 					   const IdemKeyName *name, Snapshot snapshot)
 {
-	Relation	index = index_open(idem_catalog()->pkey_indexid, AccessShareLock);
+	Relation	index = index_open(idem_citus_pkey_index(rel), AccessShareLock);
 
 	ScanKeyEntryInitialize(&lookup->skey[0], 0, 1, BTEqualStrategyNumber,
 						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,

@@ -158,7 +158,7 @@ idem_complete(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		idem_check_payload_size(PG_GETARG_DATUM(1), false, "response");
 	idem_prevent_write("idem_complete()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 
 	/* a claim that will be written at commit is completed in memory */
 	if (idem_deferred_row(&name, &row))
@@ -213,7 +213,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		idem_check_payload_size(PG_GETARG_DATUM(1), true, "recovery point");
 	idem_prevent_write("idem_checkpoint()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	found = idem_deferred_row(&name, &row) ||
 		fetch_locked(rel, &keylock, &name, &row);
 	check_in_progress(&row, found, name.key, now);
@@ -261,7 +261,7 @@ idem_release(PG_FUNCTION_ARGS)
 
 	key_name_args(fcinfo, &name, 0, 1, 3);
 	idem_prevent_write("idem_release()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 
 	/* a claim that would be written at commit is simply not written */
 	if (idem_deferred_row(&name, &row))
@@ -315,7 +315,7 @@ idem_forget(PG_FUNCTION_ARGS)
 
 	key_name_args(fcinfo, &name, 0, 1, 2);
 	idem_prevent_write("idem_forget()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	if (idem_deferred_row(&name, &row))
 	{
 		idem_deferred_drop(&name);
@@ -349,7 +349,7 @@ idem_lookup(PG_FUNCTION_ARGS)
 	key_name_args(fcinfo, &name, 0, 1, 2);
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	rel = idem_keys_open(AccessShareLock);
+	rel = idem_keys_open(AccessShareLock, name.scope);
 	if (idem_deferred_row(&name, &row))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
 							 row.all_values, row.all_isnull);
