@@ -48,14 +48,26 @@ sum=$( { sha256sum "$tarball"; [ -z "$patch" ] || sha256sum "$patch"; } | sha256
 pgid=$( { "$pgc" --version; "$pgc" --configure; "$pgc" --cflags; } | sha256sum | cut -c1-12)
 prefix="$(cache_dir)/$version-$sum-pg$major-$pgid"
 
-# Copy the cached files into the PostgreSQL of $pgc (root may be needed)
+# Copy the cached files into the PostgreSQL of $pgc (root may be needed).
+# A file that is already there unchanged is left alone, and a changed one is
+# replaced by a rename, never rewritten in place: servers that have citus.so
+# loaded would crash on a library changed under them.
+sync_tree() {
+	as_root sh -c '
+		set -e
+		cd "$1"
+		find . -type d | while read -r d; do mkdir -p "$2/$d"; done
+		find . ! -type d | while read -r f; do
+			if ! cmp -s "$f" "$2/$f"; then
+				cp -a "$f" "$2/$f.citus-new"
+				mv -f "$2/$f.citus-new" "$2/$f"
+			fi
+		done
+	' sh "$1" "$2"
+}
 install_into() {
-	local pkglib share
-	pkglib=$("$pgc" --pkglibdir)
-	share=$("$pgc" --sharedir)
-	as_root mkdir -p "$pkglib" "$share/extension"
-	as_root cp -a "$prefix/lib/." "$pkglib/"
-	as_root cp -a "$prefix/share/." "$share/"
+	sync_tree "$prefix/lib" "$("$pgc" --pkglibdir)"
+	sync_tree "$prefix/share" "$("$pgc" --sharedir)"
 }
 
 if [ ! -f "$prefix/.complete" ]; then
