@@ -19,7 +19,8 @@ OBJS = \
 	src/sweep.o \
 	src/fingerprint.o \
 	src/stats.o \
-	src/worker.o
+	src/worker.o \
+	src/citus.o
 HEADERS =
 # every version stays installable, and each update script leads to the next
 DATA = sql/$(EXTENSION)--0.1.sql sql/$(EXTENSION)--0.2.sql \

@@ -495,7 +495,7 @@ idem_claim(PG_FUNCTION_ARGS)
 			idem_notify_check();
 	}
 
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, args.name.scope);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
 	/* the table stays locked until the transaction ends */
 	table_close(rel, NoLock);
@@ -613,7 +613,7 @@ idem_claim_many(PG_FUNCTION_ARGS)
 	outcomes = palloc(sizeof(IdemOutcome) * n);
 	row_valid = palloc(sizeof(bool) * n);
 
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, args.name.scope);
 
 	/* note each key's slot of commits, then read them all at once */
 	for (i = 0; i < n; i++)

@@ -137,7 +137,7 @@ typedef struct IdemLookup
 	ScanKeyData skey[2];
 } IdemLookup;
 
-extern Relation idem_keys_open(LOCKMODE lockmode);
+extern Relation idem_keys_open(LOCKMODE lockmode, const text *scope);
 extern void idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
 								   const IdemKeyName *name, Snapshot snapshot);
 extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
