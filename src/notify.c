@@ -113,7 +113,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static void
 token_of(uint64 hash, char *buf)
 {
-	snprintf(buf, 17, "%016" INT64_MODIFIER "x", hash);
+	snprintf(buf, 17, "%08x%08x", (uint32) (hash >> 32), (uint32) hash);
 }
 
 /* Ask for shared memory and its lock */
