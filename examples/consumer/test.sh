@@ -199,10 +199,15 @@ run_mode() {
 	as_test_user createdb -h "$dir" -p "$pgport" -U postgres "$mode"
 	sql "$mode" -f "$dir/consumer/schema.sql" >/dev/null
 
-	rm -rf "$dir/nats-store"
-	start_nats
-	(cd "$dir/consumer" && as_test_user env NATS_URL="nats://127.0.0.1:$natsport" \
-		node publish.js "$N" "$WORKERS") | sed 's/^/   /'
+	# the events are published once, for both modes: the stream keeps them
+	# through the broker's restarts, and acks in keys mode do not remove them
+	if [ -d "$dir/nats-store" ]; then
+		start_nats
+	else
+		start_nats
+		(cd "$dir/consumer" && as_test_user env NATS_URL="nats://127.0.0.1:$natsport" \
+			node publish.js "$N" "$WORKERS") | sed 's/^/   /'
+	fi
 
 	# keys mode: WORKERS consumers share one durable consumer; offsets mode:
 	# WORKERS partitions, one consumer each
