@@ -12,6 +12,8 @@ OBJS = \
 	src/args.o \
 	src/claim.o \
 	src/manage.o \
+	src/current.o \
+	src/offsets.o \
 	src/pending.o \
 	src/sweep.o \
 	src/fingerprint.o \

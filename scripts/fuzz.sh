@@ -98,7 +98,8 @@ rm -rf "$dir/tree"
 chown -R "$(test_user)" "$dir" 2>/dev/null || true
 
 start_cluster "$dir" "$port" "idempotency.sweep_interval = '1s'" \
-	"max_prepared_transactions = 5" "restart_after_crash = on" "log_min_messages = warning"
+	"max_prepared_transactions = 5" "restart_after_crash = on" "log_min_messages = warning" \
+	"log_error_verbosity = verbose"
 
 # python3 from Debian (psycopg is Debian's package)
 python=python3
@@ -189,7 +190,10 @@ for db in postgres smith; do
 	fi
 done
 if grep -q '^  XX000 \|XX000  ' "$dir/fuzz.out" "$dir/hostile.out"; then
-	echo "internal errors (XX000) were seen: see INTERNAL ERRORS above"
+	echo "internal errors (XX000) were seen: see INTERNAL ERRORS above; where the server raised them:"
+	# the server logs each error's source location (log_error_verbosity)
+	grep -A1 'ERROR:  XX000:' "$dir/server.log" | sed -nE 's/.*LOCATION:  //p' | sort | uniq -c |
+		sort -rn | head -n 20 | sed 's/^/    /' || true
 fi
 
 echo

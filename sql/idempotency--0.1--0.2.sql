@@ -21,8 +21,18 @@ ALTER TABLE @extschema@.idem_keys
 	ADD CONSTRAINT idem_keys_pkey PRIMARY KEY (scope, key, owner);
 
 --
--- Every function that names a key gains a last argument, owner: the role
--- whose keys the call reaches (by default the current role).
+-- A response can also be stored byte for byte (body), and a claim replays it.
+--
+ALTER TABLE @extschema@.idem_keys ADD COLUMN body bytea;
+
+-- The last attempt given up with idem_release(), for its worker's error
+ALTER TABLE @extschema@.idem_keys ADD COLUMN released_attempt integer;
+ALTER TYPE @extschema@.idem_claim_result ADD ATTRIBUTE body bytea;
+
+--
+-- Every function that names a key gains an argument owner: the role whose
+-- keys the call reaches (by default the current role).  A claim can bound
+-- its wait (wait_timeout), and a completion can store a body.
 --
 DROP FUNCTION @extschema@.idem_claim(text, text, interval, text, boolean, interval);
 CREATE FUNCTION @extschema@.idem_claim(
@@ -32,7 +42,8 @@ CREATE FUNCTION @extschema@.idem_claim(
 	scope text DEFAULT '',
 	wait boolean DEFAULT true,
 	lease interval DEFAULT NULL,
-	owner name DEFAULT NULL)
+	owner name DEFAULT NULL,
+	wait_timeout interval DEFAULT NULL)
 RETURNS @extschema@.idem_claim_result
 AS 'MODULE_PATHNAME', 'idem_claim'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -43,7 +54,8 @@ CREATE FUNCTION @extschema@.idem_complete(
 	response jsonb DEFAULT NULL,
 	scope text DEFAULT '',
 	attempt integer DEFAULT NULL,
-	owner name DEFAULT NULL)
+	owner name DEFAULT NULL,
+	body bytea DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'idem_complete'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -69,6 +81,16 @@ RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'idem_checkpoint'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+CREATE FUNCTION @extschema@.idem_renew(
+	key text,
+	attempt integer,
+	scope text DEFAULT '',
+	lease interval DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'idem_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 DROP FUNCTION @extschema@.idem_lookup(text, text);
 CREATE FUNCTION @extschema@.idem_lookup(
 	key text,
@@ -89,3 +111,99 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 -- forget stays an operator's tool (see idempotency--0.2.sql)
 REVOKE EXECUTE ON FUNCTION @extschema@.idem_forget(text, text, name) FROM PUBLIC;
+
+--
+-- What the current transaction claimed, to stamp business rows with it
+-- (a column DEFAULT, a trigger): the latest claim's key, and all of them.
+--
+CREATE FUNCTION @extschema@.idem_current_key()
+RETURNS text
+AS 'MODULE_PATHNAME', 'idem_current_key'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@.idem_current_keys(
+	OUT scope text,
+	OUT key text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'idem_current_keys'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+--
+-- Batches: many keys of one scope claimed, and completed, in one call.
+--
+CREATE FUNCTION @extschema@.idem_claim_many(
+	keys text[],
+	fingerprints text[] DEFAULT NULL,
+	ttl interval DEFAULT NULL,
+	scope text DEFAULT '',
+	wait boolean DEFAULT true,
+	lease interval DEFAULT NULL,
+	owner name DEFAULT NULL,
+	wait_timeout interval DEFAULT NULL)
+RETURNS TABLE (
+	key text,
+	outcome @extschema@.idem_outcome,
+	response jsonb,
+	attempt integer,
+	recovery_point text,
+	expires_at timestamptz,
+	body bytea)
+AS 'MODULE_PATHNAME', 'idem_claim_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+
+CREATE FUNCTION @extschema@.idem_complete_many(
+	keys text[],
+	responses jsonb[] DEFAULT NULL,
+	scope text DEFAULT '',
+	owner name DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'idem_complete_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+--
+-- Stream offsets of idempotent consumers: per consumer group, stream,
+-- partition and role, the highest offset whose effects committed.  One row
+-- per partition, never expired; idem_offset_forget() drops a group.  Like
+-- idem_keys, only the functions touch it.
+--
+CREATE TABLE @extschema@.idem_offsets (
+	consumer_group	text COLLATE "C" NOT NULL,
+	stream			text COLLATE "C" NOT NULL,
+	partition		integer NOT NULL CHECK (partition >= 0),
+	owner			regrole NOT NULL DEFAULT CURRENT_USER::regrole,
+	committed_offset bigint NOT NULL CHECK (committed_offset >= 0),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT idem_offsets_pkey PRIMARY KEY (consumer_group, stream, partition, owner)
+);
+
+COMMENT ON TABLE @extschema@.idem_offsets IS 'per consumer group, stream and partition, the highest committed offset';
+
+REVOKE ALL ON @extschema@.idem_offsets FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_offsets', '');
+
+CREATE FUNCTION @extschema@.idem_offset_advance(
+	consumer_group text,
+	stream text,
+	partition integer,
+	message_offset bigint,
+	owner name DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_offset_advance'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_offset_get(
+	consumer_group text,
+	stream text,
+	partition integer,
+	owner name DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_offset_get'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@.idem_offset_forget(
+	consumer_group text,
+	owner name DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_offset_forget'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;

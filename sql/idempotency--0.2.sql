@@ -21,20 +21,29 @@ CREATE TYPE @extschema@.idem_outcome AS ENUM ('claimed', 'replay', 'in_progress'
 -- 0.1, which records no role: every role reaches it, as in 0.1.  The default
 -- serves rows that an operator inserts by hand.
 --
+-- The columns are ordered for the row's size, not for reading: the 8-byte
+-- columns first, then the 4-byte ones, then the variable-length ones, so
+-- that no alignment padding falls between them and the owner costs the row
+-- nothing in most cases.  A table updated from 0.1 has the columns of 0.2
+-- last.  released_attempt is the last attempt given up with idem_release(),
+-- so that its worker is told so, not that its lease ran out.
+--
 CREATE TABLE @extschema@.idem_keys (
-	scope			text COLLATE "C" NOT NULL,
-	key				text COLLATE "C" NOT NULL,
-	status			@extschema@.idem_status NOT NULL,
-	fingerprint		text,
-	response		jsonb,
-	attempt			integer NOT NULL,
-	recovery_point	text,
 	created_at		timestamptz NOT NULL,
 	completed_at	timestamptz,
 	expires_at		timestamptz NOT NULL,
 	locked_until	timestamptz,
 	lease			interval,
+	status			@extschema@.idem_status NOT NULL,
+	attempt			integer NOT NULL,
 	owner			regrole NOT NULL DEFAULT CURRENT_USER::regrole,
+	released_attempt integer,
+	scope			text COLLATE "C" NOT NULL,
+	key				text COLLATE "C" NOT NULL,
+	fingerprint		text,
+	response		jsonb,
+	recovery_point	text,
+	body			bytea,
 	CONSTRAINT idem_keys_pkey PRIMARY KEY (scope, key, owner)
 );
 
@@ -59,7 +68,8 @@ CREATE TYPE @extschema@.idem_claim_result AS (
 	response		jsonb,
 	attempt			integer,
 	recovery_point	text,
-	expires_at		timestamptz
+	expires_at		timestamptz,
+	body			bytea
 );
 
 CREATE FUNCTION @extschema@.idem_claim(
@@ -69,7 +79,8 @@ CREATE FUNCTION @extschema@.idem_claim(
 	scope text DEFAULT '',
 	wait boolean DEFAULT true,
 	lease interval DEFAULT NULL,
-	owner name DEFAULT NULL)
+	owner name DEFAULT NULL,
+	wait_timeout interval DEFAULT NULL)
 RETURNS @extschema@.idem_claim_result
 AS 'MODULE_PATHNAME', 'idem_claim'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -79,7 +90,8 @@ CREATE FUNCTION @extschema@.idem_complete(
 	response jsonb DEFAULT NULL,
 	scope text DEFAULT '',
 	attempt integer DEFAULT NULL,
-	owner name DEFAULT NULL)
+	owner name DEFAULT NULL,
+	body bytea DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'idem_complete'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -103,6 +115,16 @@ RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'idem_checkpoint'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+CREATE FUNCTION @extschema@.idem_renew(
+	key text,
+	attempt integer,
+	scope text DEFAULT '',
+	lease interval DEFAULT NULL,
+	owner name DEFAULT NULL)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'idem_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 CREATE FUNCTION @extschema@.idem_lookup(
 	key text,
 	scope text DEFAULT '',
@@ -119,6 +141,102 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'idem_forget'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+--
+-- Batches: many keys of one scope claimed, and completed, in one call.
+--
+CREATE FUNCTION @extschema@.idem_claim_many(
+	keys text[],
+	fingerprints text[] DEFAULT NULL,
+	ttl interval DEFAULT NULL,
+	scope text DEFAULT '',
+	wait boolean DEFAULT true,
+	lease interval DEFAULT NULL,
+	owner name DEFAULT NULL,
+	wait_timeout interval DEFAULT NULL)
+RETURNS TABLE (
+	key text,
+	outcome @extschema@.idem_outcome,
+	response jsonb,
+	attempt integer,
+	recovery_point text,
+	expires_at timestamptz,
+	body bytea)
+AS 'MODULE_PATHNAME', 'idem_claim_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+
+CREATE FUNCTION @extschema@.idem_complete_many(
+	keys text[],
+	responses jsonb[] DEFAULT NULL,
+	scope text DEFAULT '',
+	owner name DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'idem_complete_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+--
+-- Stream offsets of idempotent consumers: per consumer group, stream,
+-- partition and role, the highest offset whose effects committed.  One row
+-- per partition, never expired; idem_offset_forget() drops a group.  Like
+-- idem_keys, only the functions touch it.
+--
+CREATE TABLE @extschema@.idem_offsets (
+	consumer_group	text COLLATE "C" NOT NULL,
+	stream			text COLLATE "C" NOT NULL,
+	partition		integer NOT NULL CHECK (partition >= 0),
+	owner			regrole NOT NULL DEFAULT CURRENT_USER::regrole,
+	committed_offset bigint NOT NULL CHECK (committed_offset >= 0),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT idem_offsets_pkey PRIMARY KEY (consumer_group, stream, partition, owner)
+);
+
+COMMENT ON TABLE @extschema@.idem_offsets IS 'per consumer group, stream and partition, the highest committed offset';
+
+REVOKE ALL ON @extschema@.idem_offsets FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_offsets', '');
+
+CREATE FUNCTION @extschema@.idem_offset_advance(
+	consumer_group text,
+	stream text,
+	partition integer,
+	message_offset bigint,
+	owner name DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_offset_advance'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.idem_offset_get(
+	consumer_group text,
+	stream text,
+	partition integer,
+	owner name DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_offset_get'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@.idem_offset_forget(
+	consumer_group text,
+	owner name DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_offset_forget'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+--
+-- What the current transaction claimed, to stamp business rows with it
+-- (a column DEFAULT, a trigger): the latest claim's key, and all of them.
+--
+CREATE FUNCTION @extschema@.idem_current_key()
+RETURNS text
+AS 'MODULE_PATHNAME', 'idem_current_key'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION @extschema@.idem_current_keys(
+	OUT scope text,
+	OUT key text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'idem_current_keys'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
 CREATE FUNCTION @extschema@.idem_sweep(
 	max_rows integer DEFAULT NULL)
 RETURNS bigint
@@ -132,7 +250,8 @@ AS 'MODULE_PATHNAME', 'idem_fingerprint'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Who may call what (the README's privileges table says why):
---  * claim, complete, checkpoint, release, lookup and fingerprint: PUBLIC.
+--  * claim, complete, checkpoint, renew, release, lookup and fingerprint:
+--    PUBLIC.
 --    A role reaches only its own keys and those of roles whose privileges it
 --    has, so these are safe for every role.
 --  * forget deletes a completed key, so that its request runs again, and

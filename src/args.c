@@ -33,14 +33,19 @@ idem_key_cstring(text *key)
 text *
 idem_key_arg(FunctionCallInfo fcinfo, int argno)
 {
-	text	   *key;
+	return idem_check_key(PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno));
+}
+
+/* Check a key (NULL for a null one): not NULL, not empty, not too long */
+text *
+idem_check_key(text *key)
+{
 	int			len;
 
-	if (PG_ARGISNULL(argno))
+	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("idempotency key must not be null")));
-	key = PG_GETARG_TEXT_PP(argno);
 	len = VARSIZE_ANY_EXHDR(key);
 	if (len == 0)
 		ereport(ERROR,
@@ -124,12 +129,14 @@ idem_owner_arg(FunctionCallInfo fcinfo, int argno)
 text *
 idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno)
 {
-	text	   *fingerprint;
+	return idem_check_fingerprint(PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno));
+}
 
-	if (PG_ARGISNULL(argno))
-		return NULL;
-	fingerprint = PG_GETARG_TEXT_PP(argno);
-	if (VARSIZE_ANY_EXHDR(fingerprint) > IDEM_MAX_FINGERPRINT)
+/* Check a fingerprint: NULL, or at most IDEM_MAX_FINGERPRINT bytes */
+text *
+idem_check_fingerprint(text *fingerprint)
+{
+	if (fingerprint != NULL && VARSIZE_ANY_EXHDR(fingerprint) > IDEM_MAX_FINGERPRINT)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("fingerprint is too long"),
@@ -137,6 +144,23 @@ idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno)
 						   (int) VARSIZE_ANY_EXHDR(fingerprint), IDEM_MAX_FINGERPRINT),
 				 errhint("Pass a hash of the request, such as idem_fingerprint() returns.")));
 	return fingerprint;
+}
+
+/*
+ * Fetch and check the wait_timeout argument, in microseconds: -1 when it is
+ * NULL or missing (wait as long as it takes), 0 for no wait at all
+ */
+int64
+idem_wait_timeout_arg(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *span;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return -1;
+	span = PG_GETARG_INTERVAL_P(argno);
+	if (span->time == 0 && span->day == 0 && span->month == 0)
+		return 0;
+	return idem_interval_usecs(idem_interval_arg(fcinfo, argno, "wait_timeout"));
 }
 
 /* Fail: the interval given as argname is not positive */
@@ -218,4 +242,15 @@ idem_check_payload_size(Datum value, bool is_text, const char *what)
 						   what, size, idem_max_response_size),
 				 errhint("Store a smaller %s, such as the identifier of the row that holds the result.",
 						 what)));
+}
+
+/*
+ * The length of an interval that idem_interval_arg() accepted, in
+ * microseconds, a month counted as 30 days
+ */
+int64
+idem_interval_usecs(const Interval *span)
+{
+	return span->time + span->day * USECS_PER_DAY +
+		(int64) span->month * DAYS_PER_MONTH * USECS_PER_DAY;
 }

@@ -65,7 +65,9 @@ static const ColumnSpec columns[IDEM_NUM_COLUMNS] = {
 	{"expires_at", TIMESTAMPTZOID, true},
 	{"locked_until", TIMESTAMPTZOID, false},
 	{"lease", INTERVALOID, false},
-	{"owner", REGROLEOID, true}
+	{"owner", REGROLEOID, true},
+	{"body", BYTEAOID, false},
+	{"released_attempt", INT4OID, false}
 };
 
 /* The columns of idem_claim_result, in order */
@@ -74,7 +76,8 @@ static const Oid claim_result_types[] = {
 	JSONBOID,					/* response */
 	INT4OID,					/* attempt */
 	TEXTOID,					/* recovery_point */
-	TIMESTAMPTZOID				/* expires_at */
+	TIMESTAMPTZOID,				/* expires_at */
+	BYTEAOID					/* body, from 0.2 on */
 };
 
 static const char *const outcome_labels[IDEM_NUM_OUTCOMES] = {
@@ -222,7 +225,7 @@ expires_index(Relation rel, AttrNumber expires_attnum)
  * checked against the columns that claim.c fills
  */
 static TupleDesc
-claim_result_desc(Oid nsp, Oid outcome_typid)
+claim_result_desc(Oid nsp, Oid outcome_typid, bool version_0_1)
 {
 	Oid			typid = extension_type_oid(nsp, "idem_claim_result");
 	TupleDesc	desc;
@@ -231,7 +234,7 @@ claim_result_desc(Oid nsp, Oid outcome_typid)
 
 	cache.claim_result_relid = typeidTypeRelid(typid);
 	desc = lookup_rowtype_tupdesc_copy(typid, -1);
-	ok = (desc->natts == lengthof(claim_result_types));
+	ok = (desc->natts == (int) lengthof(claim_result_types) - (version_0_1 ? 1 : 0));
 	for (i = 0; ok && i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -244,7 +247,7 @@ claim_result_desc(Oid nsp, Oid outcome_typid)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("type \"idem_claim_result\" of extension \"idempotency\" has been altered"),
-				 errdetail("It must have the columns outcome, response, attempt, recovery_point and expires_at, in that order."),
+				 errdetail("It must have the columns outcome, response, attempt, recovery_point, expires_at and body, in that order."),
 				 errhint("Recreate the extension with DROP EXTENSION and CREATE EXTENSION.")));
 	return desc;
 }
@@ -370,12 +373,15 @@ idem_catalog_fill(void)
 		FreeTupleDesc(cache.claim_result);
 	memset(&cache, 0, sizeof(cache));
 	cache.keys_relid = relid;
+	cache.schema = nsp;
 	cache.has_owner = !version_0_1;
 
 	cache.natts = RelationGetDescr(rel)->natts;
 	for (i = 0; i < IDEM_NUM_COLUMNS; i++)
 	{
-		if (i == IDEM_COL_OWNER && !cache.has_owner)
+		/* columns from 0.2 on */
+		if ((i == IDEM_COL_OWNER || i == IDEM_COL_BODY ||
+			 i == IDEM_COL_RELEASED_ATTEMPT) && !cache.has_owner)
 			continue;
 		cache.attnum[i] = check_column(rel, &columns[i], status_typid);
 	}
@@ -391,7 +397,7 @@ idem_catalog_fill(void)
 
 	/* kept until the cache is filled again */
 	oldcxt = MemoryContextSwitchTo(CacheMemoryContext);
-	cache.claim_result = claim_result_desc(nsp, outcome_typid);
+	cache.claim_result = claim_result_desc(nsp, outcome_typid, version_0_1);
 	MemoryContextSwitchTo(oldcxt);
 
 	cache_valid = true;

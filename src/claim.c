@@ -1,6 +1,7 @@
 /*
  * claim.c
- *		idem_claim(): decide what a request with an idempotency key must do.
+ *		idem_claim() and idem_claim_many(): decide what a request with an
+ *		idempotency key must do.
  *
  * The claim first reads the key without locking it.  A completed key, a key
  * under a live lease and a key this transaction claimed already are answered
@@ -22,14 +23,21 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "catalog/pg_type_d.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_claim);
+PG_FUNCTION_INFO_V1(idem_claim_many);
+
+/* Columns of a claim's answer, idem_claim_result (from 0.2 on) */
+#define CLAIM_RESULT_COLUMNS	6
 
 /* What a claim found, before it writes anything */
 typedef enum ClaimDecision
@@ -49,6 +57,8 @@ typedef struct ClaimArgs
 	text	   *fingerprint;	/* or NULL */
 	Interval   *lease;			/* or NULL: a transactional claim */
 	bool		wait;
+	int64		wait_usecs;		/* with wait: at most this long, or -1 */
+	TimestampTz wait_deadline;	/* set at the first wait that is bounded */
 	TimestampTz now;
 	TimestampTz expires_at;
 	TimestampTz locked_until;	/* with a lease */
@@ -82,41 +92,60 @@ decide(const IdemRow *row, bool found, text *fingerprint, TimestampTz now)
 	return DECIDE_TAKEOVER;
 }
 
-/* Build idem_claim()'s result row */
+/*
+ * Fill the columns of a claim's answer: outcome, response, attempt,
+ * recovery_point, expires_at and body
+ */
+static void
+fill_result(IdemOutcome outcome, const IdemRow *row, Datum *values, bool *isnull)
+{
+	int			i;
+
+	values[0] = ObjectIdGetDatum(idem_catalog()->outcome[outcome]);
+	isnull[0] = false;
+	for (i = 1; i < CLAIM_RESULT_COLUMNS; i++)
+	{
+		values[i] = (Datum) 0;
+		isnull[i] = true;
+	}
+	if (row == NULL)
+		return;
+
+	/* a mismatch row carries no response */
+	if (outcome == IDEM_OUTCOME_REPLAY)
+	{
+		values[1] = row->values[IDEM_COL_RESPONSE];
+		isnull[1] = row->isnull[IDEM_COL_RESPONSE];
+		values[5] = row->values[IDEM_COL_BODY];
+		isnull[5] = row->isnull[IDEM_COL_BODY];
+	}
+	if (outcome != IDEM_OUTCOME_MISMATCH)
+	{
+		values[2] = row->values[IDEM_COL_ATTEMPT];
+		isnull[2] = false;
+		values[3] = row->values[IDEM_COL_RECOVERY_POINT];
+		isnull[3] = row->isnull[IDEM_COL_RECOVERY_POINT];
+		values[4] = row->values[IDEM_COL_EXPIRES_AT];
+		isnull[4] = false;
+	}
+}
+
+/* Build idem_claim()'s result row (5 columns under 0.1, 6 from 0.2 on) */
 static Datum
 claim_result(IdemOutcome outcome, const IdemRow *row)
 {
-	const IdemCatalog *cat = idem_catalog();
-	Datum		values[5];
-	bool		isnull[5] = {false, true, true, true, true};
+	Datum		values[CLAIM_RESULT_COLUMNS];
+	bool		isnull[CLAIM_RESULT_COLUMNS];
 	HeapTuple	tuple;
 
-	values[0] = ObjectIdGetDatum(cat->outcome[outcome]);
-	if (row != NULL)
-	{
-		/* a mismatch row carries no response */
-		if (outcome == IDEM_OUTCOME_REPLAY)
-		{
-			values[1] = row->values[IDEM_COL_RESPONSE];
-			isnull[1] = row->isnull[IDEM_COL_RESPONSE];
-		}
-		if (outcome != IDEM_OUTCOME_MISMATCH)
-		{
-			values[2] = row->values[IDEM_COL_ATTEMPT];
-			isnull[2] = false;
-			values[3] = row->values[IDEM_COL_RECOVERY_POINT];
-			isnull[3] = row->isnull[IDEM_COL_RECOVERY_POINT];
-			values[4] = row->values[IDEM_COL_EXPIRES_AT];
-			isnull[4] = false;
-		}
-	}
-	tuple = heap_form_tuple(cat->claim_result, values, isnull);
+	fill_result(outcome, row, values, isnull);
+	tuple = heap_form_tuple(idem_catalog()->claim_result, values, isnull);
 	return HeapTupleGetDatum(tuple);
 }
 
-/* Count an outcome and build the result */
-static Datum
-answer(IdemOutcome outcome, const IdemRow *row, bool takeover)
+/* Count an outcome */
+static void
+count_outcome(IdemOutcome outcome, bool takeover)
 {
 	static const IdemCounter counters[IDEM_NUM_OUTCOMES] = {
 		IDEM_COUNT_CLAIMS, IDEM_COUNT_REPLAYS, IDEM_COUNT_IN_PROGRESS,
@@ -126,6 +155,13 @@ answer(IdemOutcome outcome, const IdemRow *row, bool takeover)
 	idem_count(counters[outcome], 1);
 	if (takeover)
 		idem_count(IDEM_COUNT_TAKEOVERS, 1);
+}
+
+/* Count an outcome and build the result */
+static Datum
+answer(IdemOutcome outcome, const IdemRow *row, bool takeover)
+{
+	count_outcome(outcome, takeover);
 	return claim_result(outcome, row);
 }
 
@@ -238,40 +274,43 @@ write_claim(Relation rel, const ClaimArgs *args, IdemRow *row, bool found,
 }
 
 /*
- * Decide a claim and make it.  Fills *row with the row to answer from, or
- * sets *row_valid false when there is none (a busy key, with !wait), and
- * *takeover when a lease was taken over.
+ * Take a key's lock as the claim asks: at once or not at all (!wait), for as
+ * long as it takes, or until the claim's deadline; false if it is still busy
+ */
+static bool
+lock_for_claim(IdemKeyLock *kl, ClaimArgs *args)
+{
+	if (!args->wait || args->wait_usecs <= 0)
+		return idem_key_lock(kl, args->wait && args->wait_usecs < 0);
+	/* the first wait sets the deadline: several keys share it */
+	if (args->wait_deadline == 0)
+		args->wait_deadline = GetCurrentTimestamp() + args->wait_usecs;
+	return idem_key_lock_until(kl, args->wait_deadline);
+}
+
+/*
+ * Decide a claim and make it, from a first read of the key made without its
+ * lock ('found', *row), after idem_key_watch(keylock).  Reads again through
+ * 'lookup', or, when it is NULL, through a look-up of its own.  Fills *row
+ * with the row to answer from, or sets *row_valid false when there is none
+ * (a busy key, with !wait), and *takeover when a lease was taken over.
  */
 static IdemOutcome
-claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
-		  bool *takeover)
+claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
+			   IdemLookup *lookup, IdemRow *row, bool found, bool *row_valid,
+			   bool *takeover)
 {
-	IdemKeyLock keylock;
-	IdemLookup	lookup;
 	ClaimDecision decision;
-	bool		found;
 
 	*row_valid = true;
 	*takeover = false;
-
-	/* a key this transaction claimed and will write at commit */
-	if (idem_deferred_row(&args->name, row))
-		return outcome_of(decide(row, true, args->fingerprint, args->now));
-
-	idem_keys_lookup_begin(&lookup, rel, &args->name, SnapshotSelf);
-
-	/* read without the lock: replay, live lease and our own claim end here */
-	idem_key_prepare(&keylock, &args->name);
-	idem_key_watch(&keylock);
-	found = idem_keys_lookup(&lookup, row);
 	decision = decide(row, found, args->fingerprint, args->now);
 	if (needs_write(decision))
 	{
 		/* serialise with every other writer of this key */
 		idem_prevent_write("idem_claim()");
-		if (!idem_key_lock(&keylock, args->wait))
+		if (!lock_for_claim(keylock, args))
 		{
-			idem_keys_lookup_end(&lookup);
 			*row_valid = false;
 			return IDEM_OUTCOME_IN_PROGRESS;
 		}
@@ -287,26 +326,25 @@ claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
 
 			shared.owner = InvalidOid;
 			idem_key_prepare(&shared_lock, &shared);
-			if (!idem_key_lock(&shared_lock, args->wait))
+			if (!lock_for_claim(&shared_lock, args))
 			{
-				idem_keys_lookup_end(&lookup);
 				*row_valid = false;
 				return IDEM_OUTCOME_IN_PROGRESS;
 			}
 		}
 
 		/* read again, unless no row was found and none can have come since */
-		if (found || !idem_key_unchanged(&keylock))
+		if (found || !idem_key_unchanged(keylock))
 		{
-			found = idem_keys_lookup(&lookup, row);
+			found = lookup != NULL ? idem_keys_lookup(lookup, row) :
+				idem_keys_fetch(rel, &args->name, SnapshotSelf, row);
 			decision = decide(row, found, args->fingerprint, args->now);
 		}
 
 		/* nothing to write after all: let the next caller of this key in */
 		if (!needs_write(decision) && decision != DECIDE_CLAIMED)
-			idem_key_unlock(&keylock);
+			idem_key_unlock(keylock);
 	}
-	idem_keys_lookup_end(&lookup);
 	if (!needs_write(decision))
 		return outcome_of(decision);
 
@@ -316,14 +354,90 @@ claim_key(Relation rel, const ClaimArgs *args, IdemRow *row, bool *row_valid,
 }
 
 /*
- * idem_claim(key, fingerprint, ttl, scope, wait, lease, owner)
- *		returns (outcome, response, attempt, recovery_point, expires_at)
+ * Decide a claim of one key and make it (claim_key_read()), reading the key
+ * through the primary key.
+ */
+static IdemOutcome
+claim_key(Relation rel, ClaimArgs *args, IdemRow *row, bool *row_valid,
+		  bool *takeover)
+{
+	IdemKeyLock keylock;
+	IdemLookup	lookup;
+	IdemOutcome outcome;
+	bool		found;
+
+	/* a key this transaction claimed and will write at commit */
+	if (idem_deferred_row(&args->name, row))
+	{
+		*row_valid = true;
+		*takeover = false;
+		return outcome_of(decide(row, true, args->fingerprint, args->now));
+	}
+
+	idem_keys_lookup_begin(&lookup, rel, &args->name, SnapshotSelf);
+
+	/* read without the lock: replay, live lease and our own claim end here */
+	idem_key_prepare(&keylock, &args->name);
+	idem_key_watch(&keylock);
+	found = idem_keys_lookup(&lookup, row);
+	outcome = claim_key_read(rel, args, &keylock, &lookup, row, found,
+							 row_valid, takeover);
+	idem_keys_lookup_end(&lookup);
+	return outcome;
+}
+
+/*
+ * Check the claim arguments shared by idem_claim() and idem_claim_many():
+ * ttl, scope, wait, lease, owner and wait_timeout, at these argument numbers
+ */
+static void
+claim_args(FunctionCallInfo fcinfo, ClaimArgs *args, int ttl_argno,
+		   int scope_argno, int wait_argno, int lease_argno, int owner_argno,
+		   int wait_timeout_argno)
+{
+	Interval   *ttl;
+
+	args->name.scope = idem_scope_arg(fcinfo, scope_argno);
+	args->name.owner = idem_owner_arg(fcinfo, owner_argno);
+	args->lease = idem_interval_arg(fcinfo, lease_argno, "lease");
+	args->now = GetCurrentStatementStartTimestamp();
+	if (PG_ARGISNULL(wait_argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("wait must not be null")));
+	args->wait = PG_GETARG_BOOL(wait_argno);
+	args->wait_usecs = idem_wait_timeout_arg(fcinfo, wait_timeout_argno);
+	args->wait_deadline = 0;
+
+	/* both intervals are checked, so the sums cannot overflow */
+	ttl = idem_interval_arg(fcinfo, ttl_argno, "ttl");
+	if (ttl != NULL)
+		args->expires_at = idem_timestamp_plus(args->now, ttl, "ttl");
+	else
+		args->expires_at = TimestampTzPlusMilliseconds(args->now,
+													   (int64) idem_default_ttl * 1000);
+	args->locked_until = 0;
+	if (args->lease != NULL)
+	{
+		args->locked_until = idem_timestamp_plus(args->now, args->lease, "lease");
+		/* a key is kept at least as long as it is leased */
+		if (args->locked_until > args->expires_at)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lease must not be longer than ttl"),
+					 errdetail("A key is kept for its ttl, which must cover its lease."),
+					 errhint("Pass a longer ttl, or a shorter lease.")));
+	}
+}
+
+/*
+ * idem_claim(key, fingerprint, ttl, scope, wait, lease, owner, wait_timeout)
+ *		returns (outcome, response, attempt, recovery_point, expires_at, body)
  */
 Datum
 idem_claim(PG_FUNCTION_ARGS)
 {
 	ClaimArgs	args;
-	Interval   *ttl;
 	Relation	rel;
 	IdemRow		row;
 	bool		row_valid;
@@ -332,35 +446,7 @@ idem_claim(PG_FUNCTION_ARGS)
 
 	args.name.key = idem_key_arg(fcinfo, 0);
 	args.fingerprint = idem_fingerprint_arg(fcinfo, 1);
-	args.name.scope = idem_scope_arg(fcinfo, 3);
-	args.name.owner = idem_owner_arg(fcinfo, 6);
-	args.lease = idem_interval_arg(fcinfo, 5, "lease");
-	args.now = GetCurrentStatementStartTimestamp();
-	if (PG_ARGISNULL(4))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("wait must not be null")));
-	args.wait = PG_GETARG_BOOL(4);
-
-	/* both intervals are checked, so the sums cannot overflow */
-	ttl = idem_interval_arg(fcinfo, 2, "ttl");
-	if (ttl != NULL)
-		args.expires_at = idem_timestamp_plus(args.now, ttl, "ttl");
-	else
-		args.expires_at = TimestampTzPlusMilliseconds(args.now,
-													  (int64) idem_default_ttl * 1000);
-	args.locked_until = 0;
-	if (args.lease != NULL)
-	{
-		args.locked_until = idem_timestamp_plus(args.now, args.lease, "lease");
-		/* a key is kept at least as long as it is leased */
-		if (args.locked_until > args.expires_at)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("lease must not be longer than ttl"),
-					 errdetail("A key is kept for its ttl, which must cover its lease."),
-					 errhint("Pass a longer ttl, or a shorter lease.")));
-	}
+	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
 
 	rel = idem_keys_open(RowExclusiveLock);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
@@ -368,4 +454,163 @@ idem_claim(PG_FUNCTION_ARGS)
 	table_close(rel, NoLock);
 
 	PG_RETURN_DATUM(answer(outcome, row_valid ? &row : NULL, takeover));
+}
+
+/* A key of a batch, and its place in the batch */
+typedef struct BatchKey
+{
+	int			pos;
+	uint64		hash;
+} BatchKey;
+
+/* Order a batch's keys by hash, then by place: the order of their locks */
+static int
+batch_key_cmp(const void *a, const void *b)
+{
+	const BatchKey *ka = (const BatchKey *) a;
+	const BatchKey *kb = (const BatchKey *) b;
+
+	if (ka->hash != kb->hash)
+		return ka->hash < kb->hash ? -1 : 1;
+	return (ka->pos > kb->pos) - (ka->pos < kb->pos);
+}
+
+/*
+ * The elements of a one-dimensional text array argument, NULL elements as
+ * NULL pointers; *n gets their number.  An empty or NULL array has none.
+ */
+static text **
+text_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname, int *n)
+{
+	ArrayType  *array;
+	Datum	   *elems;
+	bool	   *nulls;
+	text	  **result;
+	int			i;
+
+	*n = 0;
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	array = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	result = palloc(sizeof(text *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		result[i] = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
+	return result;
+}
+
+/*
+ * idem_claim_many(keys, fingerprints, ttl, scope, wait, lease, owner,
+ *				   wait_timeout)
+ *		returns a row (key, outcome, response, attempt, recovery_point,
+ *		expires_at, body) per key, in the order of keys
+ *
+ * Each key is claimed as idem_claim() claims it; a key given twice is
+ * claimed by its first place and answered "claimed" again at the next, as a
+ * second idem_claim() in the same transaction would be.  All keys are read
+ * with one search of the primary key, before any lock is taken; the keys
+ * that must be written are then locked in the order of their hashes, so that
+ * two batches that share keys never wait for each other in a cycle.  A
+ * bounded wait (wait_timeout) is for the whole batch.
+ */
+Datum
+idem_claim_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ClaimArgs	args;
+	text	  **keys;
+	text	  **fingerprints;
+	int			n;
+	int			nfingerprints;
+	BatchKey   *order;
+	IdemKeyLock *keylocks;
+	IdemRow    *rows;
+	bool	   *found;
+	IdemOutcome *outcomes;
+	bool	   *row_valid;
+	Relation	rel;
+	int			i;
+
+	keys = text_array_arg(fcinfo, 0, "keys", &n);
+	if (keys == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("keys must not be null")));
+	fingerprints = text_array_arg(fcinfo, 1, "fingerprints", &nfingerprints);
+	if (fingerprints != NULL && nfingerprints != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("fingerprints must have as many elements as keys"),
+				 errdetail("There are %d keys and %d fingerprints.", n, nfingerprints)));
+	for (i = 0; i < n; i++)
+	{
+		idem_check_key(keys[i]);
+		if (fingerprints != NULL)
+			idem_check_fingerprint(fingerprints[i]);
+	}
+	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n == 0)
+		return (Datum) 0;
+
+	order = palloc(sizeof(BatchKey) * n);
+	keylocks = palloc(sizeof(IdemKeyLock) * n);
+	rows = palloc(sizeof(IdemRow) * n);
+	found = palloc(sizeof(bool) * n);
+	outcomes = palloc(sizeof(IdemOutcome) * n);
+	row_valid = palloc(sizeof(bool) * n);
+
+	rel = idem_keys_open(RowExclusiveLock);
+
+	/* note each key's slot of commits, then read them all at once */
+	for (i = 0; i < n; i++)
+	{
+		args.name.key = keys[i];
+		idem_key_prepare(&keylocks[i], &args.name);
+		idem_key_watch(&keylocks[i]);
+		order[i].pos = i;
+		order[i].hash = idem_key_hash(&args.name);
+	}
+	idem_keys_fetch_many(rel, args.name.scope, args.name.owner, keys, n,
+						 SnapshotSelf, rows, found);
+	qsort(order, n, sizeof(BatchKey), batch_key_cmp);
+
+	/* claim in the order of the locks */
+	for (i = 0; i < n; i++)
+	{
+		int			pos = order[i].pos;
+		bool		takeover = false;
+
+		args.name.key = keys[pos];
+		args.fingerprint = fingerprints ? fingerprints[pos] : NULL;
+		row_valid[pos] = true;
+		if (idem_deferred_row(&args.name, &rows[pos]))
+			outcomes[pos] = outcome_of(decide(&rows[pos], true, args.fingerprint,
+											  args.now));
+		else
+			outcomes[pos] = claim_key_read(rel, &args, &keylocks[pos], NULL,
+										   &rows[pos], found[pos],
+										   &row_valid[pos], &takeover);
+		count_outcome(outcomes[pos], takeover);
+		CHECK_FOR_INTERRUPTS();
+	}
+	/* the table stays locked until the transaction ends */
+	table_close(rel, NoLock);
+
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[CLAIM_RESULT_COLUMNS + 1];
+		bool		isnull[CLAIM_RESULT_COLUMNS + 1];
+
+		values[0] = PointerGetDatum(keys[i]);
+		isnull[0] = false;
+		fill_result(outcomes[i], row_valid[i] ? &rows[i] : NULL,
+					values + 1, isnull + 1);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+	}
+	return (Datum) 0;
 }

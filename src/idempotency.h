@@ -9,6 +9,7 @@
 #include "access/skey.h"
 #include "access/tableam.h"
 #include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
 #include "storage/lock.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
@@ -56,6 +57,8 @@ typedef enum IdemColumn
 	IDEM_COL_LOCKED_UNTIL,
 	IDEM_COL_LEASE,
 	IDEM_COL_OWNER,				/* from 0.2 on */
+	IDEM_COL_BODY,				/* from 0.2 on */
+	IDEM_COL_RELEASED_ATTEMPT,	/* from 0.2 on */
 	IDEM_NUM_COLUMNS
 } IdemColumn;
 
@@ -76,8 +79,10 @@ typedef enum IdemOutcome
  */
 typedef struct IdemCatalog
 {
+	Oid			schema;			/* the extension's schema */
 	Oid			keys_relid;		/* idem_keys */
-	bool		has_owner;		/* keys belong to roles (0.2 on; not 0.1) */
+	bool		has_owner;		/* 0.2 on (not 0.1): keys belong to roles, and
+								 * have a body */
 	Oid			pkey_indexid;	/* primary key (scope, key) */
 	Oid			expires_indexid;	/* index on expires_at */
 	Oid			status_in_progress; /* enum label OIDs of idem_status */
@@ -139,6 +144,9 @@ extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
 extern void idem_keys_lookup_end(IdemLookup *lookup);
 extern bool idem_keys_fetch(Relation rel, const IdemKeyName *name,
 							Snapshot snapshot, IdemRow *row);
+extern void idem_keys_fetch_many(Relation rel, text *scope, Oid owner,
+								 text **keys, int n, Snapshot snapshot,
+								 IdemRow *rows, bool *found);
 extern bool idem_keys_fetch_tid(Relation rel, ItemPointer tid,
 								const IdemKeyName *name, IdemRow *row);
 extern void idem_keys_insert(Relation rel, IdemRow *row);
@@ -188,6 +196,7 @@ extern uint64 idem_key_hash(const IdemKeyName *name);
 extern void idem_key_prepare(IdemKeyLock *kl, const IdemKeyName *name);
 extern void idem_key_watch(IdemKeyLock *kl);
 extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
+extern bool idem_key_lock_until(IdemKeyLock *kl, TimestampTz deadline);
 extern bool idem_key_unchanged(const IdemKeyLock *kl);
 extern void idem_key_unlock(const IdemKeyLock *kl);
 
@@ -202,11 +211,15 @@ extern void idem_key_unlock(const IdemKeyLock *kl);
 #define IDEM_MAX_INTERVAL_YEARS		100
 
 extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
+extern text *idem_check_key(text *key);
+extern text *idem_check_fingerprint(text *fingerprint);
+extern int64 idem_wait_timeout_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_scope_arg(FunctionCallInfo fcinfo, int argno);
 extern Oid	idem_owner_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno);
 extern Interval *idem_interval_arg(FunctionCallInfo fcinfo, int argno,
 								   const char *argname);
+extern int64 idem_interval_usecs(const Interval *span);
 extern TimestampTz idem_timestamp_plus(TimestampTz ts, Interval *span,
 									   const char *argname);
 extern void idem_check_payload_size(Datum value, bool is_text,
@@ -226,7 +239,9 @@ extern void idem_deferred_claim(const IdemKeyName *name, text *fingerprint,
 								TimestampTz created_at, TimestampTz expires_at);
 extern bool idem_deferred_row(const IdemKeyName *name, IdemRow *row);
 extern void idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
-								   TimestampTz now);
+								   bytea *body, TimestampTz now);
+extern void idem_pending_released(const IdemKeyName *name);
+extern List *idem_pending_claimed(void);
 extern void idem_deferred_drop(const IdemKeyName *name);
 
 /*

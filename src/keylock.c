@@ -40,7 +40,10 @@
 #include "port/pg_bitutils.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
+#include "storage/latch.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "idempotency.h"
 
@@ -110,6 +113,45 @@ idem_key_lock(IdemKeyLock *kl, bool wait)
 	locked_slots[kl->slot / 64] |= UINT64CONST(1) << (kl->slot % 64);
 	any_locked = true;
 	return true;
+}
+
+/* Longest pause between two tries of a bounded wait, in milliseconds */
+#define BOUNDED_WAIT_MAX_PAUSE_MS	10
+
+/*
+ * Lock a key until the end of the transaction, waiting for its holder at
+ * most until 'deadline'; false if it is still busy then.
+ *
+ * The lock manager can wait with a timeout only through lock_timeout, whose
+ * end is an error; that would leave the caller's transaction aborted.  So a
+ * bounded wait tries the lock without waiting, and sleeps on the latch
+ * between tries, 1 ms at first and at most BOUNDED_WAIT_MAX_PAUSE_MS: the
+ * caller learns at most that late that the holder has finished.  Such a
+ * waiter is not queued behind the holder, and takes no part in deadlock
+ * detection: it never waits past its deadline anyway.
+ */
+bool
+idem_key_lock_until(IdemKeyLock *kl, TimestampTz deadline)
+{
+	long		pause_ms = 1;
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		left_ms;
+
+		if (idem_key_lock(kl, false))
+			return true;
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+			return false;
+		left_ms = TimestampDifferenceMilliseconds(now, deadline);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(Min(pause_ms, left_ms), 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		pause_ms = Min(pause_ms * 2, BOUNDED_WAIT_MAX_PAUSE_MS);
+	}
 }
 
 /*

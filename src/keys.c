@@ -18,12 +18,14 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
 #include "catalog/pg_am_d.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -338,6 +340,112 @@ idem_keys_fetch(Relation rel, const IdemKeyName *name, Snapshot snapshot,
 	found = idem_keys_lookup(&lookup, row);
 	idem_keys_lookup_end(&lookup);
 	return found;
+}
+
+/* Order two keys as the primary key does: byte for byte, the "C" collation */
+static int
+key_cmp(const text *a, const text *b)
+{
+	int			la = VARSIZE_ANY_EXHDR(a);
+	int			lb = VARSIZE_ANY_EXHDR(b);
+	int			c = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
+
+	if (c != 0)
+		return c;
+	return (la > lb) - (la < lb);
+}
+
+/* qsort_arg comparator of positions in an array of keys */
+static int
+position_cmp(const void *a, const void *b, void *arg)
+{
+	text	  **keys = (text **) arg;
+
+	return key_cmp(keys[*(const int *) a], keys[*(const int *) b]);
+}
+
+/*
+ * Read the rows of many keys of one scope and owner with one search of the
+ * primary key ("key = ANY (keys)"), as idem_keys_lookup() reads one: found[i]
+ * and rows[i] for keys[i].  A key given more than once gets its row at each
+ * place.
+ */
+void
+idem_keys_fetch_many(Relation rel, text *scope, Oid owner, text **keys, int n,
+					 Snapshot snapshot, IdemRow *rows, bool *found)
+{
+	const IdemCatalog *cat = idem_catalog();
+	Relation	index = index_open(cat->pkey_indexid, AccessShareLock);
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	int		   *sorted = palloc(sizeof(int) * n);
+	bool	   *own = palloc0(sizeof(bool) * n);
+	ArrayType  *array;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		elems[i] = PointerGetDatum(keys[i]);
+		sorted[i] = i;
+		found[i] = false;
+	}
+	qsort_arg(sorted, n, sizeof(int), position_cmp, keys);
+	array = construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
+
+	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,
+						   PointerGetDatum(scope));
+	ScanKeyEntryInitialize(&skey[1], SK_SEARCHARRAY, 2, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[1], F_TEXTEQ,
+						   PointerGetDatum(array));
+	slot = table_slot_create(rel, NULL);
+	scan = idem_index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		text	   *key = DatumGetTextPP(slot_getattr(slot, cat->attnum[IDEM_COL_KEY],
+													  &isnull));
+		Oid			row_owner = slot_owner(slot);
+		int			lo = 0,
+					hi = n;
+		int			first;
+		IdemRow		row;
+
+		/* a row of no role answers unless one of our own is found */
+		if (row_owner != owner && row_owner != InvalidOid)
+			continue;
+
+		/* the first place of this key in sorted order */
+		while (lo < hi)
+		{
+			int			mid = (lo + hi) / 2;
+
+			if (key_cmp(keys[sorted[mid]], key) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		first = lo;
+		if (first == n || key_cmp(keys[sorted[first]], key) != 0)
+			continue;
+		if (own[sorted[first]] || (found[sorted[first]] && row_owner == InvalidOid))
+			continue;
+
+		row_from_slot(rel, slot, &row);
+		for (i = first; i < n && key_cmp(keys[sorted[i]], key) == 0; i++)
+		{
+			rows[sorted[i]] = row;
+			found[sorted[i]] = true;
+			own[sorted[i]] = (row_owner == owner);
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	/* locked until the transaction ends, like the table */
+	index_close(index, NoLock);
 }
 
 /* A minimal executor state for index maintenance of one relation */

@@ -60,11 +60,13 @@ typedef struct PendingKey
 
 	/* a deferred claim: the row to insert */
 	SubTransactionId claimed_in;	/* claimed here; Invalid once rolled back */
-	SubTransactionId released_in;	/* released or forgotten here, or Invalid */
+	SubTransactionId released_in;	/* released or forgotten here, or Invalid
+									 * (written claims too) */
 	text	   *fingerprint;	/* or NULL */
 	TimestampTz created_at;
 	TimestampTz expires_at;
 	Jsonb	   *response;		/* what idem_complete() stored, or NULL */
+	bytea	   *body;			/* the body it stored, or NULL */
 	TimestampTz completed_at;
 
 	/* a claim that wrote its row: where, as a hint */
@@ -292,6 +294,7 @@ idem_pending_add(const IdemKeyName *name, ItemPointer tid)
 	pending_remember(pk);
 	/* claimed again: in progress again */
 	pk->completed_in = InvalidSubTransactionId;
+	pk->released_in = InvalidSubTransactionId;
 	pending_set_tid(pk, tid);
 }
 
@@ -366,6 +369,8 @@ deferred_row(PendingKey *pk, IdemRow *row)
 				 pk->fingerprint == NULL);
 	idem_row_set(row, IDEM_COL_RESPONSE, PointerGetDatum(pk->response),
 				 !completed || pk->response == NULL);
+	idem_row_set(row, IDEM_COL_BODY, PointerGetDatum(pk->body),
+				 !completed || pk->body == NULL);
 	idem_row_set(row, IDEM_COL_ATTEMPT, Int32GetDatum(1), false);
 	idem_row_set(row, IDEM_COL_CREATED_AT, TimestampTzGetDatum(pk->created_at), false);
 	idem_row_set(row, IDEM_COL_COMPLETED_AT, TimestampTzGetDatum(pk->completed_at),
@@ -388,10 +393,10 @@ idem_deferred_row(const IdemKeyName *name, IdemRow *row)
 	return true;
 }
 
-/* Complete a deferred claim with this response (NULL for none) */
+/* Complete a deferred claim with this response and body (NULL for none) */
 void
 idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
-					   TimestampTz now)
+					   bytea *body, TimestampTz now)
 {
 	PendingKey *pk = pending_find_deferred(name);
 	MemoryContext oldcxt;
@@ -400,6 +405,7 @@ idem_deferred_complete(const IdemKeyName *name, Jsonb *response,
 	pending_remember(pk);
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	pk->response = response ? (Jsonb *) PG_DETOAST_DATUM_COPY(PointerGetDatum(response)) : NULL;
+	pk->body = body ? (bytea *) PG_DETOAST_DATUM_COPY(PointerGetDatum(body)) : NULL;
 	MemoryContextSwitchTo(oldcxt);
 	pk->completed_at = now;
 	pk->completed_in = GetCurrentSubTransactionId();
@@ -414,6 +420,55 @@ idem_deferred_drop(const IdemKeyName *name)
 	Assert(pk != NULL);
 	pending_remember(pk);
 	pk->released_in = GetCurrentSubTransactionId();
+}
+
+/*
+ * Note that a key this transaction claimed by writing its row was released
+ * (or forgotten) in the current subtransaction
+ */
+void
+idem_pending_released(const IdemKeyName *name)
+{
+	PendingKey *pk = pending_find_written(name);
+
+	if (pk != NULL)
+	{
+		pending_remember(pk);
+		pk->released_in = GetCurrentSubTransactionId();
+	}
+}
+
+/* Does this entry stand for a claim of this transaction that still holds? */
+static bool
+claim_stands(PendingKey *pk)
+{
+	if (pk->deferred)
+		return deferred_active(pk);
+	return pk->released_in == InvalidSubTransactionId;
+}
+
+/*
+ * The keys this transaction claimed without a lease and still holds, oldest
+ * claim first: a list of IdemKeyName, in the caller's memory context
+ */
+List *
+idem_pending_claimed(void)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, pending_keys)
+	{
+		PendingKey *pk = (PendingKey *) lfirst(lc);
+		IdemKeyName *name;
+
+		if (!claim_stands(pk))
+			continue;
+		name = palloc(sizeof(IdemKeyName));
+		*name = pk->name;
+		result = lappend(result, name);
+	}
+	return result;
 }
 
 /* Is there anything to write at commit? */
@@ -488,6 +543,7 @@ complete_pending(void)
 				pk->completed_in = GetCurrentSubTransactionId();
 				pk->completed_at = now;
 				pk->response = NULL;
+				pk->body = NULL;
 				completed++;
 			}
 			if (writer == NULL)
