@@ -216,6 +216,24 @@ def cases():
         eq(effects(key), 1, "effects")
         print("    %s: 1 first, %d replayed, %d 409" % (NAME, len(replayed), len(busy)))
 
+    @case("a retry while the first attempt runs past the bounded wait gets 409, Retry-After")
+    def _():
+        key = k("busy")
+        doc = {"ref": key}
+        first = []
+        t = threading.Thread(target=lambda: first.append(post(key, doc, {"X-Sleep": "3.5"})))
+        t.start()
+        wait_for_handler()
+        t0 = time.time()
+        s, h, _b = post(key, doc)
+        waited = time.time() - t0
+        eq((s, bool(h.get("retry-after"))), (409, True), "the retry's answer")
+        eq(1.5 < waited < 3.4, True, "it waited about wait_timeout (%.2f s)" % waited)
+        t.join()
+        eq((first[0][0], "idempotent-replayed" in first[0][1]), (201, False), "the first answer")
+        eq(post(key, doc)[1].get("idempotent-replayed"), "true", "then a replay")
+        eq(effects(key), 1, "effects")
+
     @case("a handler that raises releases the key; the retry runs once")
     def _():
         key = k("raise")
@@ -247,6 +265,26 @@ def cases():
         eq((s, h.get("idempotent-replayed")), (404, "true"), "the replay")
         eq(effects(key), 0, "effects")
 
+    @case("the database drops the app's connections: the app survives, a retry succeeds")
+    def _():
+        key = k("dropped")
+        doc = {"ref": key}
+        eq(post(k("warm"), {"ref": k("warm")})[0], 201, "a request that fills the pool")
+        db_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+               " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        time.sleep(0.3)
+        answers = []
+        for _i in range(5):
+            s, h, _b = post(key, doc)
+            answers.append(s)
+            if s == 201:
+                break
+            time.sleep(0.2)
+        eq(server.poll(), None, "the server process is alive")
+        eq(answers[-1], 201, "answers %r" % answers)
+        eq(set(answers[:-1]) <= {503}, True, "answers before the success %r" % answers)
+        eq(effects(key), 1, "effects")
+
     @case("kill -9 of the server mid-request, then a retry: one effect")
     def _():
         key = k("kill")
@@ -254,12 +292,7 @@ def cases():
         first = []
         t = threading.Thread(target=lambda: first.append(_try(post, key, doc, {"X-Sleep": "5"})))
         t.start()
-        deadline = time.time() + 10
-        while time.time() < deadline:  # until the handler has written, uncommitted
-            if db_one("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
-                      " AND query LIKE 'INSERT INTO payments%%'")[0]:
-                break
-            time.sleep(0.05)
+        wait_for_handler()
         kill()
         t.join()
         eq(isinstance(first[0], Exception), True, "the first request failed")
@@ -273,6 +306,17 @@ def cases():
         eq((s, "idempotent-replayed" in h), (201, False), "the retry runs")
         eq(post(key, doc)[1].get("idempotent-replayed"), "true", "then replays")
         eq(effects(key), 1, "effects")
+
+
+def wait_for_handler():
+    """Until a handler has written its row and sleeps, uncommitted."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if db_one("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                  " AND query LIKE 'INSERT INTO payments%%'")[0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no handler started")
 
 
 def _try(fn, *args):

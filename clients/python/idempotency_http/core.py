@@ -263,22 +263,27 @@ class Idempotency(_Config):
         if key is None:
             return handler(None)
         pool = self.pool
-        try:
-            conn = pool.getconn()
-        except Exception:
-            log.exception("no database connection")
-            return self.unavailable()
-        try:
-            return self._run(conn, key, request, handler)
-        finally:
-            _putconn(pool, conn)
+        for retry in (True, False):
+            try:
+                conn = pool.getconn()
+            except Exception:
+                log.exception("no database connection")
+                return self.unavailable()
+            try:
+                return self._run(conn, key, request, handler, retry)
+            except _Retry:
+                continue  # the connection was broken before the claim: nothing happened
+            finally:
+                _putconn(pool, conn)
 
-    def _run(self, conn, key, request, handler):
+    def _run(self, conn, key, request, handler, retry):
         scope = self.scope(request)
         try:
             outcome, response, body = conn.execute(
                 self.claim_sql, self.claim_params(key, request)).fetchone()
         except Exception:
+            if retry and conn.broken:
+                raise _Retry()
             log.exception("idem_claim failed")
             _rollback(conn)
             return self.unavailable()
@@ -316,22 +321,27 @@ class AsyncIdempotency(_Config):
         if key is None:
             return await handler(None)
         pool = self.pool
-        try:
-            conn = await pool.getconn()
-        except Exception:
-            log.exception("no database connection")
-            return self.unavailable()
-        try:
-            return await self._run(conn, key, request, handler)
-        finally:
-            await _aputconn(pool, conn)
+        for retry in (True, False):
+            try:
+                conn = await pool.getconn()
+            except Exception:
+                log.exception("no database connection")
+                return self.unavailable()
+            try:
+                return await self._run(conn, key, request, handler, retry)
+            except _Retry:
+                continue  # the connection was broken before the claim: nothing happened
+            finally:
+                await _aputconn(pool, conn)
 
-    async def _run(self, conn, key, request, handler):
+    async def _run(self, conn, key, request, handler, retry):
         scope = self.scope(request)
         try:
             cur = await conn.execute(self.claim_sql, self.claim_params(key, request))
             outcome, response, body = await cur.fetchone()
         except Exception:
+            if retry and conn.broken:
+                raise _Retry()
             log.exception("idem_claim failed")
             await _arollback(conn)
             return self.unavailable()
@@ -355,6 +365,10 @@ class AsyncIdempotency(_Config):
             await _arollback(conn)
             return self.unavailable()
         return resp
+
+
+class _Retry(Exception):
+    """The claim met a connection that was already broken: try another."""
 
 
 def _rollback(conn):

@@ -3,7 +3,9 @@
 Connections are opened with ``prepare_threshold=None``: psycopg never
 prepares statements on the server, so a transaction-pooling PgBouncer may
 hand each transaction to another server connection.  A connection that comes
-back broken, or still inside a transaction, is closed instead of reused.
+back still inside a transaction is closed instead of reused; one that comes
+back broken takes the idle ones with it (a server restart, a pooler restart
+or a terminated backend usually cuts them all).
 ``psycopg_pool`` works too (pass ``kwargs={"prepare_threshold": None}``).
 """
 import asyncio
@@ -39,6 +41,8 @@ class Pool:
 
     def putconn(self, conn):
         try:
+            if conn.broken:
+                self.close()
             if conn.closed or conn.broken:
                 return
             if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -81,6 +85,8 @@ class AsyncPool:
 
     async def putconn(self, conn):
         try:
+            if conn.broken:
+                await self.close()
             if conn.closed or conn.broken:
                 return
             if conn.info.transaction_status != TransactionStatus.IDLE:

@@ -11,33 +11,40 @@ const pool = new Pool({ connectionString: process.env.DATABASE_URL, max: 20 });
 const idem = new Idempotency(pool);
 const app = express();
 
-async function create(req, res, client) {
+// Returns [status, headers, body] after one insert through client
+async function create(req, client) {
   const doc = JSON.parse(req.rawBody.length ? req.rawBody.toString('utf8') : '{}');
-  if (req.get('X-Status')) {
-    res.status(Number(req.get('X-Status'))).end();
-    return;
-  }
+  if (req.get('X-Status')) return [Number(req.get('X-Status')), {}, ''];
   const { rows: [p] } = await client.query(
     'INSERT INTO payments (ref, amount) VALUES ($1, $2) RETURNING id', [doc.ref, doc.amount ?? 0]);
   const sleep = Number(req.get('X-Sleep') || 0);
   if (sleep) await new Promise((r) => { setTimeout(r, sleep * 1000); });
   if (req.get('X-Fail') === '1') throw new Error('the handler failed');
-  res.status(201).set({ Location: `/payments/${p.id}`, 'X-Secret': 'not replayed' });
+  const headers = { Location: `/payments/${p.id}`, 'X-Secret': 'not replayed' };
   if (doc.bin !== undefined) {
-    res.type('application/octet-stream').send(Buffer.from(doc.bin, 'hex'));
-  } else {
-    res.json({ id: Number(p.id), ref: doc.ref });
+    headers['Content-Type'] = 'application/octet-stream';
+    return [201, headers, Buffer.from(doc.bin, 'hex')];
   }
+  headers['Content-Type'] = 'application/json';
+  return [201, headers, JSON.stringify({ id: Number(p.id), ref: doc.ref })];
 }
 
-app.post('/payments', idem.express((req, res) => create(req, res, req.idempotency.client)));
+function send(res, [status, headers, body]) {
+  res.status(status).set(headers).send(body);
+}
 
+app.post('/payments', idem.express(async (req, res) => {
+  send(res, await create(req, req.idempotency.client));
+}));
+
+// The same handler without the middleware, in a transaction of its own
 app.post('/plain', express.raw({ type: '*/*' }), async (req, res) => {
   req.rawBody = req.body;
   const client = await pool.connect();
+  let out;
   try {
     await client.query('BEGIN');
-    await create(req, res, client);
+    out = await create(req, client);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK');
@@ -45,6 +52,7 @@ app.post('/plain', express.raw({ type: '*/*' }), async (req, res) => {
   } finally {
     client.release();
   }
+  send(res, out);
 });
 
 // eslint-disable-next-line no-unused-vars
