@@ -38,8 +38,8 @@ echo
 echo "| app | route | requests/s | p99 latency | errors |"
 echo "|---|---|---:|---:|---:|"
 for app in $apps_to_run; do
-	# shellcheck disable=SC2046
 	# in a session of its own, whose id is written to app.pid, to stop it whole
+	# shellcheck disable=SC2016,SC2046
 	as_test_user env PYTHONPATH="$PYTHONPATH" DATABASE_URL="$direct" PORT="$aport" \
 		setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/app.pid" $(app_command "$app") \
 		>"$dir/server-$app.log" 2>&1 &

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by clients/test.sh and clients/bench.sh (sourced after scripts/lib.sh,
 # from the repository's root): a copy of the clients that the test user may
 # read, a throwaway PostgreSQL with the extension on loopback, PgBouncer in
@@ -64,7 +65,8 @@ clients_setup() {
 		logfile = $dir/pgbouncer.log
 		pidfile = $dir/pgbouncer.pid
 	INI
-	as_test_user pgbouncer -d -q "$dir/pgbouncer.ini"
+	# Debian installs it in /usr/sbin, which a normal user's PATH may lack
+	as_test_user "$(PATH=$PATH:/usr/sbin command -v pgbouncer)" -d -q "$dir/pgbouncer.ini"
 
 	direct="postgresql://postgres@127.0.0.1:$port/test"
 	pooled="postgresql://postgres@127.0.0.1:$bport/test"

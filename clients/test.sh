@@ -37,7 +37,7 @@ clients_setup
 
 # FastAPI 0.92 on Debian 12: check that it imports (the cases below check that it serves)
 fastapi_ok=0
-if as_test_user env PYTHONPATH="$PYTHONPATH" $PY -c 'import fastapi, uvicorn, fastapi_app' \
+if as_test_user env PYTHONPATH="$PYTHONPATH" "$PY" -c 'import fastapi, uvicorn, fastapi_app' \
 	>"$dir/fastapi-check.log" 2>&1; then
 	fastapi_ok=1
 fi
@@ -51,7 +51,7 @@ run_app() {
 	log="$dir/$name.log"
 	set +e
 	(cd "$dir" && as_test_user env PYTHONPATH="$PYTHONPATH" DATABASE_URL="$dsn" PORT="$aport" \
-		timeout 180 $PY "$dir/clients/tests/driver.py" "$name" "$aport" "$direct" -- "$@") >"$log" 2>&1
+		timeout 180 "$PY" "$dir/clients/tests/driver.py" "$name" "$aport" "$direct" -- "$@") >"$log" 2>&1
 	local rc=$?
 	set -e
 	local line
@@ -81,7 +81,7 @@ for mode in direct pgbouncer; do
 		# shellcheck disable=SC2046
 		run_app "fastapi-$mode" "$dsn" $(app_command fastapi)
 	fi
-	if [ $npm_rc -eq 0 ]; then
+	if [ "$npm_rc" -eq 0 ]; then
 		# shellcheck disable=SC2046
 		run_app "express-$mode" "$dsn" $(app_command express)
 	else
