@@ -47,6 +47,15 @@ def kill():
     except ProcessLookupError:
         pass
     server.wait()
+    # until the workers are gone too: one that still holds the listening socket
+    # would accept the next connection, and reset it
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def stop():
@@ -285,6 +294,24 @@ def cases():
         eq(set(answers[:-1]) <= {503}, True, "answers before the success %r" % answers)
         eq(effects(key), 1, "effects")
 
+    @case("the database drops the connection mid-request: 503, the app survives, one effect")
+    def _():
+        key = k("cut")
+        doc = {"ref": key}
+        first = []
+        t = threading.Thread(target=lambda: first.append(_try(post, key, doc, {"X-Sleep": "1.5"})))
+        t.start()
+        wait_for_handler()
+        db_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+               " WHERE state = 'idle in transaction' AND query LIKE 'INSERT INTO payments%%'")
+        t.join()
+        eq(first[0][0] if isinstance(first[0], tuple) else first[0], 503, "the first answer")
+        eq(server.poll(), None, "the server process is alive")
+        eq(effects(key), 0, "effects after the cut")
+        s, h, _b = post(key, doc)
+        eq((s, "idempotent-replayed" in h), (201, False), "the retry runs")
+        eq(effects(key), 1, "effects")
+
     @case("kill -9 of the server mid-request, then a retry: one effect")
     def _():
         key = k("kill")
@@ -298,8 +325,12 @@ def cases():
         eq(isinstance(first[0], Exception), True, "the first request failed")
         start()
         deadline = time.time() + 20
-        while True:
-            s, h, _b = post(key, doc)
+        while True:  # as a client would: again on 409, or on a refused connection
+            answer = _try(post, key, doc)
+            if isinstance(answer, OSError) and time.time() < deadline:
+                time.sleep(0.2)
+                continue
+            s, h, _b = answer
             if s != 409 or time.time() > deadline:
                 break
             time.sleep(float(h.get("retry-after", "1")) / 4)
