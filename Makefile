@@ -14,11 +14,13 @@ OBJS = \
 	src/manage.o \
 	src/current.o \
 	src/offsets.o \
+	src/notify.o \
 	src/pending.o \
 	src/sweep.o \
 	src/fingerprint.o \
 	src/stats.o \
-	src/worker.o
+	src/worker.o \
+	src/citus.o
 HEADERS =
 # every version stays installable, and each update script leads to the next
 DATA = sql/$(EXTENSION)--0.1.sql sql/$(EXTENSION)--0.2.sql \
@@ -26,7 +28,7 @@ DATA = sql/$(EXTENSION)--0.1.sql sql/$(EXTENSION)--0.2.sql \
 PGFILEDESC = "idempotency - idempotency keys for PostgreSQL"
 
 # pg_regress: API, outcomes, errors and settings
-REGRESS = setup claim complete release lookup_forget many_keys errors limits settings fingerprint security ownership catalog replay_nowrite leased sweep stats
+REGRESS = setup claim complete release lookup_forget many_keys batch body renew current_key offsets errors limits settings fingerprint security ownership catalog replay_nowrite leased sweep stats
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/conf/preload.conf --temp-config=test/conf/two_phase.conf --encoding=UTF8
 
 # isolationtester: every concurrency promise

@@ -99,7 +99,7 @@ chown -R "$(test_user)" "$dir" 2>/dev/null || true
 
 start_cluster "$dir" "$port" "idempotency.sweep_interval = '1s'" \
 	"max_prepared_transactions = 5" "restart_after_crash = on" "log_min_messages = warning" \
-	"log_error_verbosity = verbose"
+	"log_error_verbosity = verbose" "backtrace_functions = 'relation_open,func_parallel'"
 
 # python3 from Debian (psycopg is Debian's package)
 python=python3
@@ -194,6 +194,11 @@ if grep -q '^  XX000 \|XX000  ' "$dir/fuzz.out" "$dir/hostile.out"; then
 	# the server logs each error's source location (log_error_verbosity)
 	grep -A1 'ERROR:  XX000:' "$dir/server.log" | sed -nE 's/.*LOCATION:  //p' | sort | uniq -c |
 		sort -rn | head -n 20 | sed 's/^/    /' || true
+	# and the callers of the usual ones (backtrace_functions): the frames of
+	# the extension, or none when PostgreSQL raised it on its own
+	echo "  callers in the extension of relation_open and func_parallel errors:"
+	grep -A30 'BACKTRACE' "$dir/server.log" | grep -oE 'idempotency\.so\([a-z_]+' | sort | uniq -c |
+		sed 's/^/    /' || true
 fi
 
 echo

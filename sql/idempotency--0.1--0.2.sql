@@ -43,7 +43,8 @@ CREATE FUNCTION @extschema@.idem_claim(
 	wait boolean DEFAULT true,
 	lease interval DEFAULT NULL,
 	owner name DEFAULT NULL,
-	wait_timeout interval DEFAULT NULL)
+	wait_timeout interval DEFAULT NULL,
+	notify boolean DEFAULT false)
 RETURNS @extschema@.idem_claim_result
 AS 'MODULE_PATHNAME', 'idem_claim'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -207,3 +208,13 @@ CREATE FUNCTION @extschema@.idem_offset_forget(
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'idem_offset_forget'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- The payload of the notification on channel 'idempotency' that announces
+-- the end of a key that a claim with notify found in flight.
+CREATE FUNCTION @extschema@.idem_notify_token(
+	key text,
+	scope text DEFAULT '',
+	owner name DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'idem_notify_token'
+LANGUAGE C STABLE PARALLEL SAFE;

@@ -59,6 +59,8 @@ typedef struct ClaimArgs
 	bool		wait;
 	int64		wait_usecs;		/* with wait: at most this long, or -1 */
 	TimestampTz wait_deadline;	/* set at the first wait that is bounded */
+	const char *funcname;		/* for errors: idem_claim() or idem_claim_many() */
+	bool		notify;			/* announce the end of a key in flight */
 	TimestampTz now;
 	TimestampTz expires_at;
 	TimestampTz locked_until;	/* with a lease */
@@ -296,9 +298,9 @@ lock_for_claim(IdemKeyLock *kl, ClaimArgs *args)
  * (a busy key, with !wait), and *takeover when a lease was taken over.
  */
 static IdemOutcome
-claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
-			   IdemLookup *lookup, IdemRow *row, bool found, bool *row_valid,
-			   bool *takeover)
+claim_key_decide(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
+				 IdemLookup *lookup, IdemRow *row, bool found, bool *row_valid,
+				 bool *takeover)
 {
 	ClaimDecision decision;
 
@@ -308,7 +310,7 @@ claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
 	if (needs_write(decision))
 	{
 		/* serialise with every other writer of this key */
-		idem_prevent_write("idem_claim()");
+		idem_prevent_write(args->funcname);
 		if (!lock_for_claim(keylock, args))
 		{
 			*row_valid = false;
@@ -351,6 +353,38 @@ claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
 	*takeover = (decision == DECIDE_TAKEOVER);
 	write_claim(rel, args, row, found, *takeover);
 	return IDEM_OUTCOME_CLAIMED;
+}
+
+/* Times a claim with notify reads a key again before it watches it anyway */
+#define NOTIFY_REREADS		8
+
+/*
+ * claim_key_decide(), and for a claim with notify that answers in_progress,
+ * a watch on the key (notify.c).  If a holder of the key's slot ended before
+ * the watch was in place, its end may not be announced: read the key again
+ * and decide again, since that end is visible by now.
+ */
+static IdemOutcome
+claim_key_read(Relation rel, ClaimArgs *args, IdemKeyLock *keylock,
+			   IdemLookup *lookup, IdemRow *row, bool found, bool *row_valid,
+			   bool *takeover)
+{
+	int			rereads = 0;
+
+	for (;;)
+	{
+		IdemOutcome outcome = claim_key_decide(rel, args, keylock, lookup, row,
+											   found, row_valid, takeover);
+
+		if (outcome != IDEM_OUTCOME_IN_PROGRESS || !args->notify)
+			return outcome;
+		/* under constant churn of the slot, watch without the check */
+		if (idem_notify_watch(keylock) || ++rereads >= NOTIFY_REREADS)
+			return outcome;
+		idem_key_rewatch(keylock);
+		found = lookup != NULL ? idem_keys_lookup(lookup, row) :
+			idem_keys_fetch(rel, &args->name, SnapshotSelf, row);
+	}
 }
 
 /*
@@ -408,6 +442,7 @@ claim_args(FunctionCallInfo fcinfo, ClaimArgs *args, int ttl_argno,
 	args->wait = PG_GETARG_BOOL(wait_argno);
 	args->wait_usecs = idem_wait_timeout_arg(fcinfo, wait_timeout_argno);
 	args->wait_deadline = 0;
+	args->notify = false;
 
 	/* both intervals are checked, so the sums cannot overflow */
 	ttl = idem_interval_arg(fcinfo, ttl_argno, "ttl");
@@ -431,7 +466,8 @@ claim_args(FunctionCallInfo fcinfo, ClaimArgs *args, int ttl_argno,
 }
 
 /*
- * idem_claim(key, fingerprint, ttl, scope, wait, lease, owner, wait_timeout)
+ * idem_claim(key, fingerprint, ttl, scope, wait, lease, owner, wait_timeout,
+ *			  notify)
  *		returns (outcome, response, attempt, recovery_point, expires_at, body)
  */
 Datum
@@ -447,8 +483,19 @@ idem_claim(PG_FUNCTION_ARGS)
 	args.name.key = idem_key_arg(fcinfo, 0);
 	args.fingerprint = idem_fingerprint_arg(fcinfo, 1);
 	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
+	args.funcname = "idem_claim()";
+	if (PG_NARGS() > 8)
+	{
+		if (PG_ARGISNULL(8))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("notify must not be null")));
+		args.notify = PG_GETARG_BOOL(8);
+		if (args.notify)
+			idem_notify_check();
+	}
 
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, args.name.scope);
 	outcome = claim_key(rel, &args, &row, &row_valid, &takeover);
 	/* the table stays locked until the transaction ends */
 	table_close(rel, NoLock);
@@ -553,6 +600,8 @@ idem_claim_many(PG_FUNCTION_ARGS)
 			idem_check_fingerprint(fingerprints[i]);
 	}
 	claim_args(fcinfo, &args, 2, 3, 4, 5, 6, 7);
+	args.funcname = "idem_claim_many()";
+	args.notify = false;
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n == 0)
 		return (Datum) 0;
@@ -564,7 +613,7 @@ idem_claim_many(PG_FUNCTION_ARGS)
 	outcomes = palloc(sizeof(IdemOutcome) * n);
 	row_valid = palloc(sizeof(bool) * n);
 
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, args.name.scope);
 
 	/* note each key's slot of commits, then read them all at once */
 	for (i = 0; i < n; i++)

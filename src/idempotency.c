@@ -22,6 +22,7 @@ _PG_init(void)
 	idem_guc_init();
 	idem_catalog_init();
 	idem_keylock_init();
+	idem_notify_init();
 	idem_pending_init();
 	idem_stats_init();
 	idem_worker_init();

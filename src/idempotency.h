@@ -137,7 +137,7 @@ typedef struct IdemLookup
 	ScanKeyData skey[2];
 } IdemLookup;
 
-extern Relation idem_keys_open(LOCKMODE lockmode);
+extern Relation idem_keys_open(LOCKMODE lockmode, const text *scope);
 extern void idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
 								   const IdemKeyName *name, Snapshot snapshot);
 extern bool idem_keys_lookup(IdemLookup *lookup, IdemRow *row);
@@ -186,9 +186,12 @@ extern bool idem_row_live(const IdemRow *row, TimestampTz now);
 typedef struct IdemKeyLock
 {
 	LOCKTAG		tag;
+	uint64		hash;			/* idem_key_hash() of the key */
 	uint32		slot;			/* slot of commit counts */
-	bool		watched;		/* commits is known */
+	bool		watched;		/* commits is known, and may skip a read */
 	uint32		commits;		/* the slot's count when watched */
+	bool		ends_known;		/* ends is known (shared memory) */
+	uint32		ends;			/* the slot's count, for notify.c */
 } IdemKeyLock;
 
 extern void idem_keylock_init(void);
@@ -198,6 +201,19 @@ extern void idem_key_watch(IdemKeyLock *kl);
 extern bool idem_key_lock(IdemKeyLock *kl, bool wait);
 extern bool idem_key_lock_until(IdemKeyLock *kl, TimestampTz deadline);
 extern bool idem_key_unchanged(const IdemKeyLock *kl);
+extern bool idem_key_ends_known(const IdemKeyLock *kl);
+extern bool idem_key_ended(const IdemKeyLock *kl);
+extern void idem_key_rewatch(IdemKeyLock *kl);
+
+/*
+ * Notification of the end of a watched key (notify.c)
+ */
+#define IDEM_NOTIFY_CHANNEL		"idempotency"
+
+extern void idem_notify_init(void);
+extern void idem_notify_check(void);
+extern bool idem_notify_watch(const IdemKeyLock *kl);
+extern void idem_notify_ended(const uint64 *hashes, int n);
 extern void idem_key_unlock(const IdemKeyLock *kl);
 
 /*

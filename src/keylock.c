@@ -25,6 +25,9 @@
  * since, and a first read that found no row still stands.  A count that moved
  * for another key of the slot only costs the second read.
  *
+ * Rollbacks are counted too, for notify.c, which needs every end of a
+ * holder; a claim that waited on one only reads the key once more.
+ *
  * A prepared transaction is committed later, by COMMIT PREPARED in any
  * session, which runs no callback of ours.  When prepared transactions are
  * enabled (max_prepared_transactions > 0), a claim therefore always reads
@@ -42,6 +45,7 @@
 #include "storage/lock.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -53,9 +57,14 @@
 /* Commits of lock holders, per slot, in shared memory; NULL without it */
 static pg_atomic_uint32 *slot_commits = NULL;
 
-/* Slots of the locks this transaction took, to count at its commit */
+/* Slots of the locks this transaction took, to count at its end */
 static uint64 locked_slots[KEY_SLOTS / 64];
 static bool any_locked = false;
+
+/* Hashes of the keys this transaction locked, for notify.c; TopMemoryContext */
+static uint64 *locked_hashes = NULL;
+static int	nlocked_hashes = 0;
+static int	locked_hashes_size = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -84,8 +93,10 @@ idem_key_prepare(IdemKeyLock *kl, const IdemKeyName *name)
 
 	SET_LOCKTAG_ADVISORY(kl->tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 IDEM_KEY_LOCK_SPACE);
+	kl->hash = h;
 	kl->slot = (uint32) h & (KEY_SLOTS - 1);
 	kl->watched = false;
+	kl->ends_known = false;
 }
 
 /* Note a prepared lock's slot count, before the key is read */
@@ -93,10 +104,47 @@ void
 idem_key_watch(IdemKeyLock *kl)
 {
 	kl->watched = (slot_commits != NULL && max_prepared_xacts == 0);
-	if (kl->watched)
+	kl->ends_known = (slot_commits != NULL);
+	if (kl->ends_known)
 	{
 		kl->commits = pg_atomic_read_u32(&slot_commits[kl->slot]);
+		kl->ends = kl->commits;
 		/* the reads of the key that follow must not come before this one */
+		pg_read_barrier();
+	}
+}
+
+/* Is the slot's count of ends known since idem_key_watch()? */
+bool
+idem_key_ends_known(const IdemKeyLock *kl)
+{
+	return kl->ends_known;
+}
+
+/*
+ * Has a holder of a lock of the key's slot ended (committed or rolled back)
+ * since idem_key_watch() or the last idem_key_rewatch()?  Only with shared
+ * memory (idem_key_ends_known()).
+ */
+bool
+idem_key_ended(const IdemKeyLock *kl)
+{
+	pg_read_barrier();
+	return pg_atomic_read_u32(&slot_commits[kl->slot]) != kl->ends;
+}
+
+/*
+ * Note the slot's count again before reading the key again, for
+ * idem_key_ended(); the first read can no longer stand for a second one
+ * (idem_key_unchanged() is false from now on)
+ */
+void
+idem_key_rewatch(IdemKeyLock *kl)
+{
+	kl->watched = false;
+	if (kl->ends_known)
+	{
+		kl->ends = pg_atomic_read_u32(&slot_commits[kl->slot]);
 		pg_read_barrier();
 	}
 }
@@ -112,6 +160,18 @@ idem_key_lock(IdemKeyLock *kl, bool wait)
 		return false;
 	locked_slots[kl->slot / 64] |= UINT64CONST(1) << (kl->slot % 64);
 	any_locked = true;
+	if (res == LOCKACQUIRE_OK)
+	{
+		/* a first acquisition: remember the key, for notifications */
+		if (nlocked_hashes == locked_hashes_size)
+		{
+			locked_hashes_size = locked_hashes_size == 0 ? 64 : locked_hashes_size * 2;
+			locked_hashes = locked_hashes == NULL ?
+				MemoryContextAlloc(TopMemoryContext, sizeof(uint64) * locked_hashes_size) :
+				repalloc(locked_hashes, sizeof(uint64) * locked_hashes_size);
+		}
+		locked_hashes[nlocked_hashes++] = kl->hash;
+	}
 	return true;
 }
 
@@ -175,9 +235,9 @@ idem_key_unlock(const IdemKeyLock *kl)
 	LockRelease(&kl->tag, ExclusiveLock, false);
 }
 
-/* Count this transaction's commit in the slots of the locks it took */
+/* Count this transaction's end in the slots of the locks it took */
 static void
-count_commit(void)
+count_end(void)
 {
 	int			w;
 
@@ -195,7 +255,12 @@ count_commit(void)
 	}
 }
 
-/* Transaction callback: count a commit before the locks are released */
+/*
+ * Transaction callback: count a commit or a rollback before the locks are
+ * released, then announce the ends of watched keys (notify.c).  A rollback
+ * is counted too, for notify.c; a claim that waited on it only reads the key
+ * once more.
+ */
 static void
 keylock_xact_callback(XactEvent event, void *arg)
 {
@@ -204,15 +269,19 @@ keylock_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
-			if (slot_commits != NULL)
-				count_commit();
-			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
+			if (slot_commits != NULL)
+			{
+				count_end();
+				idem_notify_ended(locked_hashes, nlocked_hashes);
+			}
+			/* FALLTHROUGH */
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			memset(locked_slots, 0, sizeof(locked_slots));
 			any_locked = false;
+			nlocked_hashes = 0;
 			break;
 		default:
 			break;

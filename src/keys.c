@@ -36,6 +36,7 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "citus.h"
 
 /*
  * Open idem_keys for one of the SQL functions.  They read and write the
@@ -43,7 +44,7 @@
  * than ignore policies that apply to the caller, they refuse.
  */
 Relation
-idem_keys_open(LOCKMODE lockmode)
+idem_keys_open(LOCKMODE lockmode, const text *scope)
 {
 	Relation	rel = table_open(idem_catalog_lock_keys(lockmode, false), NoLock);
 
@@ -55,7 +56,8 @@ idem_keys_open(LOCKMODE lockmode)
 						GetUserNameFromId(GetUserId(), false)),
 				 errdetail("The idempotency functions read and write the table directly and do not apply its policies."),
 				 errhint("Call them through a SECURITY DEFINER function that sets the scope for the caller.")));
-	return rel;
+	/* the scope's shard when idem_keys is distributed by Citus */
+	return idem_citus_route(rel, scope, lockmode);
 }
 
 /* Start a row for a new key: every column NULL but owner, scope and key */
@@ -266,7 +268,7 @@ void
 idem_keys_lookup_begin(IdemLookup *lookup, Relation rel,
 					   const IdemKeyName *name, Snapshot snapshot)
 {
-	Relation	index = index_open(idem_catalog()->pkey_indexid, AccessShareLock);
+	Relation	index = index_open(idem_citus_pkey_index(rel), AccessShareLock);
 
 	ScanKeyEntryInitialize(&lookup->skey[0], 0, 1, BTEqualStrategyNumber,
 						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ,
@@ -375,7 +377,7 @@ idem_keys_fetch_many(Relation rel, text *scope, Oid owner, text **keys, int n,
 					 Snapshot snapshot, IdemRow *rows, bool *found)
 {
 	const IdemCatalog *cat = idem_catalog();
-	Relation	index = index_open(cat->pkey_indexid, AccessShareLock);
+	Relation	index = index_open(idem_citus_pkey_index(rel), AccessShareLock);
 	Datum	   *elems = palloc(sizeof(Datum) * n);
 	int		   *sorted = palloc(sizeof(int) * n);
 	bool	   *own = palloc0(sizeof(bool) * n);

@@ -253,7 +253,7 @@ idem_complete(PG_FUNCTION_ARGS)
 		idem_check_payload_size(PointerGetDatum(body), true, "body");
 	}
 	idem_prevent_write("idem_complete()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	complete_key(rel, &name, response, body, attempt_arg(fcinfo, 3),
 				 GetCurrentStatementStartTimestamp());
 	table_close(rel, NoLock);
@@ -316,7 +316,7 @@ idem_complete_many(PG_FUNCTION_ARGS)
 			idem_check_payload_size(responses[i], false, "response");
 	}
 	idem_prevent_write("idem_complete_many()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	for (i = 0; i < n; i++)
 	{
 		name.key = DatumGetTextPP(keys[i]);
@@ -379,7 +379,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		idem_check_payload_size(PG_GETARG_DATUM(1), true, "recovery point");
 	idem_prevent_write("idem_checkpoint()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	found = idem_deferred_row(&name, &row) ||
 		fetch_locked(rel, &keylock, &name, &row);
 	check_in_progress(&row, found, name.key, now);
@@ -419,7 +419,7 @@ idem_renew(PG_FUNCTION_ARGS)
 				 errhint("Pass the attempt that idem_claim() returned.")));
 	lease = idem_interval_arg(fcinfo, 3, "lease");
 	idem_prevent_write("idem_renew()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	found = idem_deferred_row(&name, &row) ||
 		fetch_locked(rel, &keylock, &name, &row);
 	check_in_progress(&row, found, name.key, now);
@@ -454,7 +454,7 @@ idem_release(PG_FUNCTION_ARGS)
 
 	key_name_args(fcinfo, &name, 0, 1, 3);
 	idem_prevent_write("idem_release()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 
 	/* a claim that would be written at commit is simply not written */
 	if (idem_deferred_row(&name, &row))
@@ -513,7 +513,7 @@ idem_forget(PG_FUNCTION_ARGS)
 
 	key_name_args(fcinfo, &name, 0, 1, 2);
 	idem_prevent_write("idem_forget()");
-	rel = idem_keys_open(RowExclusiveLock);
+	rel = idem_keys_open(RowExclusiveLock, name.scope);
 	if (idem_deferred_row(&name, &row))
 	{
 		idem_deferred_drop(&name);
@@ -549,7 +549,7 @@ idem_lookup(PG_FUNCTION_ARGS)
 	key_name_args(fcinfo, &name, 0, 1, 2);
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	rel = idem_keys_open(AccessShareLock);
+	rel = idem_keys_open(AccessShareLock, name.scope);
 	if (idem_deferred_row(&name, &row))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
 							 row.all_values, row.all_isnull);

@@ -49,6 +49,7 @@
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
+#include "citus.h"
 
 typedef struct PendingKey
 {
@@ -236,7 +237,7 @@ pending_new(const IdemKeyName *name, bool deferred)
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *pk = palloc0(sizeof(PendingKey));
 
-	pk->relid = idem_catalog()->keys_relid;
+	pk->relid = idem_citus_keys_relid(name->scope);
 	pk->name.owner = name->owner;
 	pk->name.scope = text_copy(name->scope);
 	pk->name.key = text_copy(name->key);
@@ -521,7 +522,7 @@ complete_pending(void)
 	/* a stored response may have to be fetched from TOAST */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* not idem_keys_open(): the claim passed its checks as its caller */
-	rel = table_open(cat->keys_relid, RowExclusiveLock);
+	rel = NULL;				/* opened for the first key, its shard under Citus */
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext,
 									"idempotency commit row",
 									ALLOCSET_DEFAULT_SIZES);
@@ -531,7 +532,7 @@ complete_pending(void)
 		IdemRow		row;
 
 		/* a claim made in a table that this transaction dropped went with it */
-		if (pk->relid != cat->keys_relid)
+		if (!idem_citus_commit_rel(&rel, &writer, pk->relid, pk->name.scope))
 			continue;
 
 		if (pk->deferred)
@@ -576,7 +577,8 @@ complete_pending(void)
 	if (writer != NULL)
 		idem_writer_end(writer);
 	MemoryContextDelete(row_cxt);
-	table_close(rel, NoLock);
+	if (rel != NULL)
+		table_close(rel, NoLock);
 	PopActiveSnapshot();
 	idem_count(IDEM_COUNT_COMPLETIONS, completed);
 }

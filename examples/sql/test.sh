@@ -32,4 +32,22 @@ sleep 0.1
 q -c "CALL sweep_idempotency_keys(1000)"
 [ "$(q -c "SELECT count(*) FROM idem_keys WHERE key LIKE 'exp-%'")" = 0 ] || fail "sweep.sql: expired keys left"
 [ "$(q -c "SELECT count(*) FROM idem_keys WHERE key = 'pay-7f3a'")" = 1 ] || fail "sweep.sql: a live key was swept"
+# consumer.sql: a redelivered message in the batch applies once; a second
+# run of the whole batch applies nothing; offsets answer new, then duplicate
+out=$(q -F ' ' -f consumer.sql)
+echo "$out"
+[ "$(q -c "SELECT count(*) FROM payments WHERE amount IN (10, 20)")" = 2 ] ||
+	fail "consumer.sql: not one payment per message"
+q -f consumer.sql >/dev/null
+[ "$(q -c "SELECT count(*) FROM payments WHERE amount IN (10, 20)")" = 2 ] ||
+	fail "consumer.sql: a redelivered batch applied again"
+[ "$(tr '\n' ' ' <<<"$out")" = "t f 42 " ] || fail "consumer.sql: offsets answered: $out"
+
+# stamping.sql: the payment carries the key of the request that created it
+out=$(q -f stamping.sql)
+echo "$out"
+[ "$(q -c "SELECT count(*) FROM payments WHERE request_key = 'pay-stamp-1' AND amount = 30")" = 1 ] ||
+	fail "stamping.sql: the payment is not stamped with its key"
+[ "$(q -c "SELECT count(*) FROM payments WHERE request_key IS NOT NULL")" = 1 ] ||
+	fail "stamping.sql: rows written outside a claim were stamped"
 echo "ok"

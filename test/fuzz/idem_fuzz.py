@@ -328,6 +328,35 @@ class Gen:
         return "[" + ",".join(r.choice(['1', '"x"', 'null', '{"a":[]}', '1.5e3'])
                               for _ in range(n)) + "]"
 
+    def wait_timeout(self):
+        if self.chance(0.5):
+            return None
+        return self.r.choice(["0", "1 millisecond", "20 milliseconds", "-1 second",
+                              "1 month -30 days", "200 years"] + INTERVALS)
+
+    def body(self):
+        c = self.r.random()
+        if c < 0.3:
+            return None
+        if c < 0.6:
+            return bytes(self.r.randrange(256) for _ in range(self.r.choice([0, 1, 7, 300])))
+        if c < 0.8:
+            return b"\x00\xff" * self.r.choice([1, 1000, 300000])
+        return self.r.choice([b"", b"{}", "\u00e9".encode()])
+
+    def key_array(self):
+        c = self.r.random()
+        if c < 0.05:
+            return None
+        n = self.r.choice([0, 1, 2, 5, 50, 500, 3000])
+        return [self.key() for _ in range(n)]
+
+    def offset(self):
+        return self.r.choice([None, -1, 0, 1, 5, 1000, 2 ** 31, 2 ** 63 - 1, -2 ** 63])
+
+    def partition(self):
+        return self.r.choice([None, -1, 0, 1, 7, 2 ** 31 - 1])
+
     def max_rows(self):
         return self.r.choice([None, None, 0, -1, 1, 5, 100, 2147483647, -2147483648])
 
@@ -491,8 +520,78 @@ class Session(threading.Thread):
             d["wait"] = (g.boolean(), "boolean")
         if g.chance(0.5):
             d["lease"] = (g.lease(), "interval")
+        if g.chance(0.3):
+            d["wait_timeout"] = (g.wait_timeout(), "interval")
         self.owner_arg(d)
         return self.call("idem_claim", d, positional=g.chance(0.15))
+
+    def op_claim_many(self):
+        g = self.g
+        keys = g.key_array()
+        d = {"keys": (keys, "text[]")}
+        if g.chance(0.4):
+            n = len(keys) if keys is not None and g.chance(0.8) else g.r.choice([0, 1, 3])
+            d["fingerprints"] = (g.r.choice([None, [g.r.choice([None, "fp1", "fp2"]) for _ in range(n)]]),
+                                 "text[]")
+        if g.chance(0.5):
+            d["ttl"] = (g.ttl(), "interval")
+        if g.chance(0.5):
+            d["scope"] = (g.scope(), "text")
+        if g.chance(0.4):
+            d["wait"] = (g.boolean(), "boolean")
+        if g.chance(0.3):
+            d["lease"] = (g.lease(), "interval")
+        if g.chance(0.3):
+            d["wait_timeout"] = (g.wait_timeout(), "interval")
+        self.owner_arg(d)
+        return self.call("idem_claim_many", d, positional=g.chance(0.1))
+
+    def op_complete_many(self):
+        g = self.g
+        keys = g.key_array()
+        d = {"keys": (keys, "text[]")}
+        if g.chance(0.6):
+            n = len(keys) if keys is not None and g.chance(0.8) else g.r.choice([0, 2])
+            d["responses"] = ([g.r.choice([None, '{}', '{"n": 1}', '[1]']) for _ in range(n)], "jsonb[]")
+        if g.chance(0.5):
+            d["scope"] = (g.scope(), "text")
+        self.owner_arg(d)
+        return self.call("idem_complete_many", d)
+
+    def op_renew(self):
+        g = self.g
+        d = {"key": (g.key(), "text"), "attempt": (g.attempt(), "integer")}
+        if g.chance(0.5):
+            d["scope"] = (g.scope(), "text")
+        if g.chance(0.5):
+            d["lease"] = (g.lease(), "interval")
+        self.owner_arg(d)
+        return self.call("idem_renew", d, positional=g.chance(0.15))
+
+    def op_offsets(self):
+        g = self.g
+        group = g.r.choice([g.text(["g1", "g2"]), "g1"])
+        stream = g.r.choice([g.text(["orders"]), "orders"])
+        c = g.r.random()
+        if c < 0.6:
+            d = {"consumer_group": (group, "text"), "stream": (stream, "text"),
+                 "partition": (g.partition(), "integer"), "message_offset": (g.offset(), "bigint")}
+            self.owner_arg(d)
+            return self.call("idem_offset_advance", d, positional=g.chance(0.3))
+        if c < 0.9:
+            d = {"consumer_group": (group, "text"), "stream": (stream, "text"),
+                 "partition": (g.partition(), "integer")}
+            self.owner_arg(d)
+            return self.call("idem_offset_get", d, positional=g.chance(0.3))
+        d = {"consumer_group": (group, "text")}
+        self.owner_arg(d)
+        return self.call("idem_offset_forget", d)
+
+    def op_current(self):
+        fn = self.api.qname
+        if self.rng.random() < 0.5:
+            return self.run_sql(sql.SQL("SELECT {}()").format(fn("idem_current_key")))
+        return self.run_sql(sql.SQL("SELECT * FROM {}()").format(fn("idem_current_keys")))
 
     def op_complete(self):
         g = self.g
@@ -503,6 +602,8 @@ class Session(threading.Thread):
             d["scope"] = (g.scope(), "text")
         if g.chance(0.6):
             d["attempt"] = (g.attempt(), "integer")
+        if g.chance(0.3):
+            d["body"] = (g.body(), "bytea")
         self.owner_arg(d)
         return self.call("idem_complete", d, positional=g.chance(0.15))
 
@@ -726,7 +827,8 @@ class Session(threading.Thread):
     OPS = [
         ("claim", 26), ("flow", 12), ("complete", 10), ("release", 6), ("checkpoint", 6), ("lookup", 8),
         ("forget", 4), ("sweep", 3), ("fingerprint", 3), ("misc", 8), ("xact", 14),
-        ("prepared", 1),
+        ("prepared", 1), ("claim_many", 8), ("complete_many", 3), ("renew", 4), ("offsets", 5),
+        ("current", 2),
     ]
 
     def step(self):
@@ -896,6 +998,18 @@ HOSTILE_DDL = [
     "VALUES ('', 'k3', 'in_progress', 0, '-infinity', 'infinity', '-1 day', 'infinity') ON CONFLICT DO NOTHING",
     "UPDATE @.idem_keys SET attempt = 2147483647, locked_until = '-infinity', lease = '0'",
     "UPDATE @.idem_keys SET expires_at = '-infinity', created_at = 'infinity', completed_at = NULL",
+    "ALTER TABLE @.idem_keys ALTER COLUMN body TYPE text",
+    "ALTER TABLE @.idem_keys DROP COLUMN body",
+    "ALTER TABLE @.idem_keys ALTER COLUMN released_attempt TYPE bigint",
+    "ALTER TABLE @.idem_keys ALTER COLUMN owner TYPE oid",
+    "UPDATE @.idem_keys SET released_attempt = attempt, locked_until = '-infinity'",
+    "ALTER TYPE @.idem_claim_result DROP ATTRIBUTE body",
+    "ALTER TYPE @.idem_claim_result ALTER ATTRIBUTE body TYPE text",
+    "ALTER TABLE @.idem_offsets ALTER COLUMN committed_offset TYPE text",
+    "ALTER TABLE @.idem_offsets DROP CONSTRAINT idem_offsets_pkey",
+    "ALTER TABLE @.idem_offsets RENAME TO idem_offsets_old",
+    "DROP TABLE @.idem_offsets",
+    "ALTER TABLE @.idem_offsets ADD CONSTRAINT idem_fuzz_ochk CHECK (committed_offset < 5)",
 ]
 
 
@@ -1229,6 +1343,19 @@ BATTERY = [
     "BEGIN; SELECT * FROM idem_claim('h-tx2'); SELECT * FROM idem_lookup('h-tx2'); "
     "SELECT idem_release('h-tx2'); COMMIT",
     "SELECT idem_forget('h-done')",
+    "SELECT * FROM idem_claim_many(ARRAY['h-m1', 'h-done', 'h-m1', 'h-over'])",
+    "BEGIN; SELECT * FROM idem_claim_many(ARRAY['h-m2', 'h-m3']); "
+    "SELECT idem_complete_many(ARRAY['h-m2', 'h-m3'], ARRAY['1', '2']::jsonb[]); "
+    "SELECT * FROM idem_current_keys(); SELECT idem_current_key(); COMMIT",
+    "BEGIN; SELECT * FROM idem_claim('h-b'); SELECT idem_complete('h-b', body => '\\x00ff'); COMMIT",
+    "SELECT * FROM idem_claim('h-b')",
+    "SELECT * FROM idem_claim('h-lease', wait_timeout => '10 ms')",
+    "SELECT idem_renew('h-lease', 1)",
+    "SELECT idem_release('h-lease', attempt => 1)",
+    "SELECT idem_renew('h-lease', 1)",
+    "SELECT idem_offset_advance('g', 's', 0, 5)",
+    "SELECT idem_offset_get('g', 's', 0)",
+    "SELECT idem_offset_forget('g')",
     "SELECT idem_sweep()",
     "SELECT * FROM idem_stats",
 ]

@@ -506,11 +506,11 @@ my $order = q{
 	 WHERE attrelid = 'idem_keys'::regclass AND attnum > 0 AND NOT attisdropped};
 query_is('updated', $order,
 	'scope key status fingerprint response attempt recovery_point created_at '
-	  . 'completed_at expires_at locked_until lease owner',
-	'an updated idem_keys keeps the columns of 0.1, with the owner last');
+	  . 'completed_at expires_at locked_until lease owner body released_attempt',
+	'an updated idem_keys keeps the columns of 0.1, with those of 0.2 last');
 query_is('fresh', $order,
 	'created_at completed_at expires_at locked_until lease status attempt owner '
-	  . 'scope key fingerprint response recovery_point',
+	  . 'released_attempt scope key fingerprint response recovery_point body',
 	'a fresh idem_keys has its 8-byte columns first and its variable ones last');
 
 $node->stop;

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+#
+# pgbench through a Citus coordinator: new keys (claim and complete in one
+# transaction) and replays, with idem_keys
+#   - plain: on a single PostgreSQL without Citus,
+#   - local: a plain table on the coordinator of a Citus cluster,
+#   - distributed: distributed by scope, the functions delegated to the
+#     worker that holds the key's shard.
+#
+#   PG_CONFIG=... test/citus/bench.sh [SECONDS] [CLIENTS]
+#
+# Expects Citus and the extension installed into PG_CONFIG's PostgreSQL.
+# Prints one line per configuration and workload: tps and mean latency.
+#
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+secs=${1:-20}
+clients=${2:-8}
+PG_CONFIG=${PG_CONFIG:-pg_config}
+PG_CONFIG=$(command -v "$PG_CONFIG")
+export PG_CONFIG
+ensure_test_user
+base=$(mktemp -d /tmp/idem-citus-bench.XXXXXX)
+chown "$(test_user)" "$base" 2>/dev/null || true
+port=56500
+
+cleanup() {
+	scripts/citus-cluster.sh stop "$base/cluster" || true
+	if [ -f "$base/plain/data/postmaster.pid" ]; then
+		as_test_user pg_ctl -D "$base/plain/data" -m fast -w stop >/dev/null || true
+	fi
+	rm -rf "$base"
+}
+trap cleanup EXIT
+
+sql() {
+	local p=$1
+	shift
+	as_test_user psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$p" -d postgres "$@"
+}
+
+# The workloads: scopes t0..t999; new keys are random 63-bit numbers
+cat >"$base/new.sql" <<'SQL'
+\set t random(0, 999)
+\set n random(1, 9000000000000000000)
+BEGIN;
+SELECT * FROM idem_claim(key => 'n:n', scope => 't:t');
+SELECT idem_complete(key => 'n:n', scope => 't:t', response => '{"status": 201}');
+COMMIT;
+SQL
+cat >"$base/replay.sql" <<'SQL'
+\set i random(1, 10000)
+\set t :i % 1000
+SELECT * FROM idem_claim(key => 'r:i', scope => 't:t');
+SQL
+chmod 644 "$base"/*.sql
+
+# 10000 completed keys to replay
+populate() {
+	sql "$1" -c "INSERT INTO idem_keys (scope, key, status, response, attempt, created_at, completed_at, expires_at)
+		SELECT 't' || (i % 1000), 'r' || i, 'completed', '{\"status\": 201}', 1, now(), now(), now() + interval '1 day'
+		FROM generate_series(1, 10000) AS i"
+}
+
+run() {
+	local label=$1 p=$2 w out
+	for w in new replay; do
+		out=$(as_test_user pgbench -n -h 127.0.0.1 -p "$p" -c "$clients" -j 2 -T "$secs" -f "$base/$w.sql" postgres 2>&1) ||
+			{ echo "$out" >&2; return 1; }
+		printf '%-12s %-7s tps %8.0f  latency %6.2f ms  failed %s\n' "$label" "$w" \
+			"$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p')" \
+			"$(echo "$out" | sed -nE 's/^latency average = ([0-9.]+) ms/\1/p')" \
+			"$(echo "$out" | sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p')"
+	done
+}
+
+# a single plain node
+mkdir -p "$base/plain"
+chown "$(test_user)" "$base/plain" 2>/dev/null || true
+as_test_user initdb -D "$base/plain/data" -A trust -U postgres --no-sync >/dev/null
+cat >>"$base/plain/data/postgresql.conf" <<CONF
+port = $((port + 10))
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$base/plain'
+shared_preload_libraries = 'idempotency'
+max_connections = 200
+fsync = off
+CONF
+as_test_user pg_ctl -D "$base/plain/data" -l "$base/plain/server.log" -w start >/dev/null
+sql $((port + 10)) -c "CREATE EXTENSION idempotency"
+populate $((port + 10))
+run plain $((port + 10))
+as_test_user pg_ctl -D "$base/plain/data" -m fast -w stop >/dev/null
+
+# a Citus cluster, idem_keys a plain table on the coordinator
+scripts/citus-cluster.sh start "$base/cluster" "$port" >/dev/null
+populate "$port"
+run local "$port"
+
+# distributed, the functions delegated
+sql "$port" -c "TRUNCATE idem_keys" \
+	-c "SELECT create_distributed_table('idem_keys', 'scope')" >/dev/null
+for f in 'idem_claim(text,text,interval,text,boolean,interval,name)' \
+	'idem_complete(text,jsonb,text,integer,name)'; do
+	sql "$port" -c "SELECT create_distributed_function('$f', distribution_arg_name => 'scope', colocate_with => 'idem_keys', force_delegation => true)" >/dev/null
+done
+populate "$port"
+run distributed "$port"
