@@ -215,7 +215,8 @@ def cases():
         for t in threads:
             t.join()
         fresh = [r for r in results if r[0] == 201 and "idempotent-replayed" not in r[1]]
-        replayed = [r for r in results if r[0] == 201 and r[1].get("idempotent-replayed") == "true"]
+        replayed = [r for r in results
+                    if r[0] == 201 and r[1].get("idempotent-replayed") == "true"]
         busy = [r for r in results if r[0] == 409]
         others = [r[:1] + r[2:] for r in results if r[0] not in (201, 409)]
         eq(others, [], "answers other than 201 and 409")

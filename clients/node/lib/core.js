@@ -23,7 +23,9 @@ class InvalidKey extends Error {}
 // the item are allowed; parameters, tokens, byte sequences and lists are not.
 function parseKey(value) {
   const s = String(value).replace(/^ +| +$/g, '');
-  if (s.length < 2 || s[0] !== '"') throw new InvalidKey('the Idempotency-Key header must be a quoted string');
+  if (s.length < 2 || s[0] !== '"') {
+    throw new InvalidKey('the Idempotency-Key header must be a quoted string');
+  }
   let out = '';
   for (let i = 1; i < s.length; i++) {
     const c = s[i];
@@ -122,7 +124,10 @@ class Idempotency {
     const raw = request.headers[HEADER];
     if (raw === undefined) {
       if (this.required) {
-        return { error: problem(400, 'Idempotency-Key header required', 'this operation needs an Idempotency-Key header') };
+        return {
+          error: problem(400, 'Idempotency-Key header required',
+            'this operation needs an Idempotency-Key header'),
+        };
       }
       return {};
     }
@@ -135,7 +140,10 @@ class Idempotency {
     }
     if (key === '') return { error: problem(400, 'Invalid Idempotency-Key header', 'the key is empty') };
     if (key.length > this.maxKeyLength) {
-      return { error: problem(400, 'Invalid Idempotency-Key header', `the key is longer than ${this.maxKeyLength} characters`) };
+      return {
+        error: problem(400, 'Invalid Idempotency-Key header',
+          `the key is longer than ${this.maxKeyLength} characters`),
+      };
     }
     return { key };
   }
@@ -144,7 +152,11 @@ class Idempotency {
     if (outcome === 'replay') {
       const out = response === null
         ? { status: 204, headers: {}, body: Buffer.alloc(0) } // completed, nothing kept
-        : { status: response.status ?? 200, headers: { ...(response.headers || {}) }, body: body ?? Buffer.alloc(0) };
+        : {
+          status: response.status ?? 200,
+          headers: { ...(response.headers || {}) },
+          body: body ?? Buffer.alloc(0),
+        };
       out.headers[REPLAYED_HEADER] = 'true';
       return out;
     }
