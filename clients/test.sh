@@ -35,6 +35,14 @@ report() {
 
 clients_setup
 
+# The Idempotency-Key parsers of both packages, against one table of sf-string cases
+set +e
+as_test_user env PYTHONPATH="$PYTHONPATH" "$PY" "$dir/clients/tests/sf_keys.py" >"$dir/sf-python.log" 2>&1
+report $? "python: parse_key on the sf-string cases of tests/sf_keys.json" "$dir/sf-python.log"
+as_test_user node "$dir/clients/tests/sf_keys.js" >"$dir/sf-node.log" 2>&1
+report $? "node: parseKey on the sf-string cases of tests/sf_keys.json" "$dir/sf-node.log"
+set -e
+
 # FastAPI 0.92 on Debian 12: check that it imports (the cases below check that it serves)
 fastapi_ok=0
 if as_test_user env PYTHONPATH="$PYTHONPATH" "$PY" -c 'import fastapi, uvicorn, fastapi_app' \
