@@ -3,8 +3,10 @@
 # Run every test of the extension on every PostgreSQL major tested here (15
 # from Debian's packages, 18 built from source with assertions): pg_regress
 # (API, outcomes, errors), isolationtester (concurrency promises), TAP
-# (background worker, restarts, crashes, upgrades, fuzzing) and the README's
-# samples, each against throwaway clusters that the suites start themselves.  Installs what is missing
+# (background worker, restarts, crashes, upgrades, fuzzing), the README's
+# samples and a Citus cluster; on the first major also the HTTP middleware
+# (clients/) and the broker consumer (examples/consumer/).  Each runs against
+# throwaway servers that the suites start themselves.  Installs what is missing
 # (Debian 12), builds with warnings as errors, and runs the servers and tests
 # as an unprivileged user.  Ends with the line "N passed, M failed" and exits
 # non-zero if anything failed.
@@ -96,6 +98,26 @@ run_samples() {
 	return 0
 }
 
+# A suite that starts the servers it needs (a Citus cluster, a broker, web
+# servers) and ends with the line "NAME: N passed, M failed"
+run_script_suite() {
+	local name=$1 ok bad
+	shift
+	echo "== PostgreSQL $major: $name"
+	set +e
+	"$@" 2>&1 | tee "$log"
+	local rc=${PIPESTATUS[0]}
+	set -e
+	ok=$(sed -nE "s/^$name: ([0-9]+) passed, ([0-9]+) failed\$/\1/p" "$log" | tail -n 1)
+	bad=$(sed -nE "s/^$name: ([0-9]+) passed, ([0-9]+) failed\$/\2/p" "$log" | tail -n 1)
+	passed=$((passed + ${ok:-0}))
+	failed=$((failed + ${bad:-0}))
+	# a run that failed without counting its failure still failed
+	if [ "$rc" -ne 0 ] && [ "${bad:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+	return 0
+}
+
+first_major=${majors%% *}
 for major in $majors; do
 	PG_CONFIG=$(pg_config_for "$major")
 	export PG_CONFIG
@@ -105,6 +127,14 @@ for major in $majors; do
 	run_suite isolation "$tree" REGRESS= TAP_TESTS=
 	run_suite tap "$tree" REGRESS= ISOLATION=
 	run_samples
+	# idem_keys distributed by Citus, on a coordinator and two workers
+	run_script_suite citus bash test/citus/test.sh
+	# the HTTP middleware and the broker consumer test the layers above the
+	# SQL API, which is the same on every major: they run on the first one
+	if [ "$major" = "$first_major" ]; then
+		run_script_suite clients bash clients/test.sh
+		run_script_suite consumer bash examples/consumer/test.sh
+	fi
 	ran="$ran $major"
 done
 

@@ -91,8 +91,13 @@ typedef struct QueuedToken
 typedef struct Notifier
 {
 	Oid			db;				/* InvalidOid: free */
+	int			pid;			/* 0 while it starts */
 	Latch	   *latch;			/* NULL while it starts */
+	TimestampTz started;		/* when it was asked to start */
 } Notifier;
+
+/* A notifier that has not taken its slot after this long is started again */
+#define NOTIFIER_START_MS	10000
 
 typedef struct NotifyShared
 {
@@ -171,7 +176,15 @@ start_notifier(void)
 		Notifier   *n = &notify_shared->notifiers[i];
 
 		if (n->db == MyDatabaseId)
-			return;
+		{
+			/* running, or starting: unless its start failed, nothing to do */
+			if (n->pid != 0 ||
+				!TimestampDifferenceExceeds(n->started, GetCurrentTimestamp(),
+											NOTIFIER_START_MS))
+				return;
+			free_slot = n;
+			break;
+		}
 		if (n->db == InvalidOid && free_slot == NULL)
 			free_slot = n;
 	}
@@ -197,7 +210,9 @@ start_notifier(void)
 				 errmsg("could not start the idempotency notifier"),
 				 errhint("Raise max_worker_processes.")));
 	free_slot->db = MyDatabaseId;
+	free_slot->pid = 0;
 	free_slot->latch = NULL;
+	free_slot->started = GetCurrentTimestamp();
 }
 
 /* Fail unless notifications can be given: the library must be preloaded */
@@ -383,6 +398,7 @@ notifier_leave(Notifier *me)
 	if (!busy)
 	{
 		me->db = InvalidOid;
+		me->pid = 0;
 		me->latch = NULL;
 	}
 	LWLockRelease(notify_shared->lock);
@@ -395,10 +411,12 @@ notifier_exit(int code, Datum arg)
 {
 	Notifier   *me = (Notifier *) DatumGetPointer(arg);
 
+	/* the slot may have been left, and taken by another notifier since */
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
-	if (me->db == MyDatabaseId)
+	if (me->pid == MyProcPid)
 	{
 		me->db = InvalidOid;
+		me->pid = 0;
 		me->latch = NULL;
 	}
 	LWLockRelease(notify_shared->lock);
@@ -419,17 +437,20 @@ idem_notifier_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
 
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < MAX_NOTIFIERS; i++)
+	for (i = 0; i < MAX_NOTIFIERS && me == NULL; i++)
 	{
-		if (notify_shared->notifiers[i].db == db)
+		Notifier   *n = &notify_shared->notifiers[i];
+
+		if (n->db == db && n->pid == 0)
 		{
-			me = &notify_shared->notifiers[i];
+			me = n;
+			me->pid = MyProcPid;
 			me->latch = MyLatch;
 		}
 	}
 	LWLockRelease(notify_shared->lock);
 	if (me == NULL)
-		proc_exit(0);			/* not wanted any more */
+		proc_exit(0);			/* not wanted any more, or another took over */
 	before_shmem_exit(notifier_exit, PointerGetDatum(me));
 
 	last_busy = GetCurrentTimestamp();

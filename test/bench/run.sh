@@ -17,7 +17,12 @@
 #                          [--big-keys "10000 100000 1000000"] [--big-rounds N]
 #                          [--savepoint-keys N] [--no-big | --big-only]
 #                          [--compare REV --compare-pg-config PATH]
-#                          [--callgrind | --no-callgrind]
+#                          [--callgrind | --no-callgrind] [--no-consumers]
+#
+# The idempotent consumer's benchmark (test/bench/consumers.sh: batches of
+# keys, single claims, a hand-written batch, offsets) runs after the other
+# scenarios, in a cluster of its own, and writes consumers.md beside
+# results.md; --no-consumers leaves it out.
 #
 # --pg-config (repeated) or --majors benchmarks each PostgreSQL in turn, in
 # one invocation: each major runs every scenario with its own interleaved
@@ -69,6 +74,7 @@ savepoint_keys=20000		# claims before the savepoint rollbacks, and rollbacks
 big=1
 compare_rev=""
 compare_pg_config=""
+consumers=1			# the idempotent consumer's benchmark (consumers.sh)
 child_args=()			# the options that each major's run gets
 
 usage()
@@ -80,7 +86,7 @@ usage()
 while [ $# -gt 0 ]; do
 	case "$1" in
 		--pg-config|--majors|--compare|--compare-pg-config|--out) ;;
-		--smoke|--callgrind|--no-callgrind|--no-big|--big-only|-h|--help) child_args+=("$1") ;;
+		--smoke|--callgrind|--no-callgrind|--no-big|--big-only|--no-consumers|-h|--help) child_args+=("$1") ;;
 		*) child_args+=("$1" "${2:-}") ;;
 	esac
 	case "$1" in
@@ -99,6 +105,7 @@ while [ $# -gt 0 ]; do
 		--big-rounds) big_rounds=$2; shift ;;
 		--savepoint-keys) savepoint_keys=$2; shift ;;
 		--no-big) big=0 ;;
+		--no-consumers) consumers=0 ;;
 		--big-only) big=only ;;
 		--compare) compare_rev=$2; shift ;;
 		--compare-pg-config) compare_pg_config=$2; shift ;;
@@ -998,6 +1005,14 @@ fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/environment.txt"
 if [ "$callgrind" = 1 ] && [ -z "$compare_rev" ] && [ "$big" != only ]; then run_callgrind; fi
 
+# The idempotent consumer: batches, single claims, a hand-written batch and
+# offsets, in a cluster of its own (consumers.sh)
+if [ "$consumers" = 1 ] && [ -z "$compare_rev" ] && [ "$big" != only ]; then
+	log "idempotent consumers (test/bench/consumers.sh)"
+	bash "$here/consumers.sh" --no-install --pg-config "$PG_CONFIG" --out "$out" \
+		$([ "$smoke" = 1 ] && echo --smoke) | sed 's/^/  /'
+fi
+
 # ---------------------------------------------------------------- report
 if [ -n "$compare_rev" ]; then
 	python3 "$here/report.py" compare "$out" "$clients"
@@ -1007,6 +1022,7 @@ fi
 if [ "$smoke" = 0 ] && [ "$out" = "$here/out/full" ] && [ -z "$compare_rev" ]; then
 	cp "$out/results.md" "$here/results.md"
 	cp "$out/results.png" "$here/results.png"
+	[ -f "$out/consumers.md" ] && cp "$out/consumers.md" "$here/consumers.md"
 	log "wrote $here/results.md and $here/results.png"
 else
 	log "results in $out (not copied over the committed results)"

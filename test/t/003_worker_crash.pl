@@ -57,8 +57,10 @@ my $since = $node->safe_psql('postgres', 'SELECT counters_since FROM idem_stats'
 # kill -9 of an ordinary backend: the postmaster restarts every process
 my $victim = $node->background_psql('postgres');
 my $victim_pid = $victim->query_safe('SELECT pg_backend_pid()');
+my $crash_offset = -s $node->logfile;
 kill 'KILL', $victim_pid;
 $victim->quit;
+$node->wait_for_log(qr/database system is ready to accept connections/, $crash_offset);
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE backend_type = 'idempotency launcher' AND pid <> $launcher"),
@@ -79,6 +81,7 @@ $node->safe_psql('postgres', q{
 	SELECT pg_reload_conf();
 });
 $launcher = launcher_pid();
+my $log_offset = -s $node->logfile;
 # a sweeper runs for at most one interval: catch one that is alive
 my $killed = 0;
 for (my $try = 0; !$killed && $try < 100; $try++)
@@ -88,6 +91,10 @@ for (my $try = 0; !$killed && $try < 100; $try++)
 	$killed = kill('KILL', $sweeper) if $sweeper =~ /^\d+$/;
 }
 ok($killed, 'a sweeper was killed');
+# the postmaster resets every backend: wait until it accepts connections
+# again, since a client that connects in the middle can lose its pipe
+$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE backend_type = 'idempotency launcher' AND pid <> $launcher"),
