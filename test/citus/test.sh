@@ -25,7 +25,23 @@ cd "$(dirname "$0")/../.."
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PG_CONFIG=$(command -v "$PG_CONFIG")
 export PG_CONFIG
-port=${CITUS_TEST_PORT:-56400}
+# free_ports FROM: the first of FROM, FROM+10, ... with it and the ten after it
+# not listening on loopback (other servers on this machine may hold some)
+free_ports() {
+	local p=$1 i busy
+	while :; do
+		busy=0
+		for i in $(seq 0 10); do
+			if (exec 3<>"/dev/tcp/127.0.0.1/$((p + i))") 2>/dev/null; then
+				busy=1
+				break
+			fi
+		done
+		[ "$busy" -eq 1 ] || { echo "$p"; return; }
+		p=$((p + 20))
+	done
+}
+port=${CITUS_TEST_PORT:-$(free_ports 56400)}
 w1=$((port + 1))
 w2=$((port + 2))
 
@@ -33,7 +49,9 @@ ensure_test_user
 scripts/build-citus.sh "$PG_CONFIG" >/dev/null
 base=$(mktemp -d /tmp/idem-citus-test.XXXXXX)
 chown "$(test_user)" "$base" 2>/dev/null || true
-trap 'scripts/citus-cluster.sh stop "$base" || true; rm -rf "$base"' EXIT
+claims=""
+trap 'touch "$base/stop-claims"; [ -z "$claims" ] || kill "$claims" 2>/dev/null || true
+	scripts/citus-cluster.sh stop "$base" || true; rm -rf "$base"' EXIT
 # every node's background sweeper runs every second
 CITUS_SETTINGS="idempotency.sweep_interval = '1s'
 max_worker_processes = 16" scripts/citus-cluster.sh start "$base" "$port" >/dev/null
@@ -375,7 +393,7 @@ mv_shard=$(sql "$port" -c "SELECT get_shard_id_for_distribution_column('idem_key
 rm -f "$base/stop-claims"
 (
 	i=0
-	while [ ! -f "$base/stop-claims" ]; do
+	while [ -d "$base" ] && [ ! -f "$base/stop-claims" ]; do
 		i=$((i + 1))
 		if sql "$port" -c "\\set VERBOSITY verbose" -c "BEGIN" \
 			-c "SELECT outcome FROM idem_claim(key => 'mv-$i', scope => '$mv_scope')" \
