@@ -28,6 +28,13 @@
  * columns.  A key whose shard is not on this node is an error: writing the
  * shell would hide the key from every other node.
  *
+ * A call takes Citus's metadata lock of the key's shard in share mode, as
+ * Citus's own writes do, and holds it to the end of its transaction: a shard
+ * move (or split, or rebalance) takes it in exclusive mode on every node
+ * while it switches the shard to its new node, so it waits for the keys
+ * written on the old node to be copied, and a call that waited for it finds
+ * the shard gone and fails with 40001, to be retried through the coordinator.
+ *
  * The sweep (sweep.c) deletes expired keys from every shard this node
  * holds, through each shard's own index on expires_at, and never from the
  * shell.
@@ -47,8 +54,8 @@
 #include "commands/defrem.h"
 #include "commands/extension.h"
 #include "fmgr.h"
-#include "nodes/primnodes.h"
 #include "miscadmin.h"
+#include "nodes/primnodes.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
