@@ -272,6 +272,19 @@ check "idem_sweep() on the worker that holds its shard sweeps it" "1" "$w1" -c "
 check "the key is gone from its shard" "0" "$port" -c "SELECT count(*) FROM idem_keys WHERE key = 'ttl-1'"
 check "a new claim of it is claimed afresh" "claimed|1" "$port" \
 	-c "SELECT outcome, attempt FROM idem_claim(key => 'ttl-1', scope => '$sa')"
+for i in 0 1 2 3 4 5; do
+	echo "SELECT outcome FROM idem_claim(key => 'ttl-b', scope => '$(scope_on "$w1" "$i")', ttl => '1 second');"
+done >"$base/ttl-b.sql"
+chmod 644 "$base/ttl-b.sql"
+check "6 keys with a ttl of 1 s in 6 scopes of the first worker" "6" "$port" \
+	-c "SELECT $(sql "$port" -f "$base/ttl-b.sql" | grep -c '^claimed$')"
+sleep 1.2
+check "idem_sweep(4) in batches goes over the shards of the worker" "4
+2
+0
+0" "$w1" \
+	-c "SELECT idem_sweep(4)" -c "SELECT idem_sweep(4)" -c "SELECT idem_sweep(4)" \
+	-c "SELECT count(*) FROM idem_keys WHERE key = 'ttl-b'"
 # then the background sweepers, every second
 for w in "$w1" "$w2"; do
 	sql "$w" -c "ALTER SYSTEM RESET idempotency.sweep_interval" -c "SELECT pg_reload_conf()" >/dev/null
