@@ -8,7 +8,7 @@
 #     worker that holds the key's shard;
 # then, to see where the time goes, the same calls for one scope whose shard
 # is on the first worker, through the coordinator (delegated) and made
-# directly on that worker (no delegation), with one client and with CLIENTS.
+# directly on that worker (no delegation), with CLIENTS and with one client.
 #
 #   PG_CONFIG=... test/citus/bench.sh [SECONDS] [CLIENTS]
 #
@@ -137,7 +137,32 @@ chmod 644 "$base"/*.sql
 sql "$port" -c "INSERT INTO idem_keys (scope, key, status, response, attempt, created_at, completed_at, expires_at)
 	SELECT '$hot', 'r' || i, 'completed', '{\"status\": 201}', 1, now(), now(), now() + interval '1 day'
 	FROM generate_series(1, 10000) AS i"
-run "delegated-1" "$port" 1 -hot
-run "direct-1" $((port + 1)) 1 -hot
 run "delegated" "$port" "$clients" -hot
 run "direct" $((port + 1)) "$clients" -hot
+
+# Where the time goes, with one client: the client's round trip (SELECT 1),
+# a delegated function that does nothing, a replay and a new key; each
+# through the coordinator and directly on the worker, the two interleaved,
+# 4 s a run, the median latency of 3 runs
+sql "$port" -c "CREATE FUNCTION bench_noop(scope text) RETURNS text LANGUAGE plpgsql AS \$\$ BEGIN RETURN scope; END \$\$" \
+	-c "SELECT create_distributed_function('bench_noop(text)', 'scope', colocate_with => 'idem_keys', force_delegation => true)" >/dev/null
+echo "SELECT 1;" >"$base/one-hot.sql"
+echo "SELECT bench_noop('$hot');" >"$base/noop-hot.sql"
+chmod 644 "$base"/*.sql
+latency() {
+	as_test_user pgbench -n -h 127.0.0.1 -p "$1" -c 1 -T 4 -f "$base/$2-hot.sql" postgres 2>&1 |
+		sed -nE 's/^latency average = ([0-9.]+) ms/\1/p'
+}
+median() { sort -n | sed -n 2p; }
+for w in one noop replay new; do
+	d=""
+	x=""
+	for round in 1 2 3; do
+		d="$d$(latency "$port" "$w")
+"
+		x="$x$(latency $((port + 1)) "$w")
+"
+	done
+	printf '%-7s one client: delegated %6s ms  direct %6s ms\n' "$w" \
+		"$(printf '%s' "$d" | median)" "$(printf '%s' "$x" | median)"
+done
