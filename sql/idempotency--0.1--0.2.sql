@@ -218,3 +218,111 @@ CREATE FUNCTION @extschema@.idem_notify_token(
 RETURNS text
 AS 'MODULE_PATHNAME', 'idem_notify_token'
 LANGUAGE C STABLE PARALLEL SAFE;
+
+--
+-- Citus: distribute idem_keys by scope and delegate every function that
+-- takes a scope to the node that holds the key's shard.  Run on the
+-- coordinator, once the extension is created on every node; run it again
+-- after ALTER EXTENSION UPDATE, so that new functions are delegated too.
+-- The extension does not need Citus: without it this is an error.
+--
+CREATE FUNCTION @extschema@.idem_distribute(
+	colocate_with regclass DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $idem_distribute$
+DECLARE
+	keys regclass := '@extschema@.idem_keys'::regclass;
+	ext oid;
+	dist_column text;
+	dist_type oid;
+	dist_collation oid;
+	method "char";
+	keys_colocation integer;
+	other_colocation integer;
+	f regprocedure;
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+		RAISE EXCEPTION 'extension "citus" is not installed'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'idem_distribute() distributes table "idem_keys" with Citus.',
+				  HINT = 'Create extension citus, and extension idempotency, on every node of the cluster, then call idem_distribute() on the coordinator.';
+	END IF;
+
+	-- a co-located table must hash its distribution column as scope is hashed
+	IF colocate_with IS NOT NULL THEN
+		EXECUTE 'SELECT p.partmethod, p.colocationid, pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+				   FROM pg_catalog.pg_dist_partition AS p WHERE p.logicalrelid = $1'
+			INTO method, other_colocation, dist_column USING colocate_with;
+		IF method IS DISTINCT FROM 'h' THEN
+			RAISE EXCEPTION 'table % is not a hash-distributed Citus table', colocate_with
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'idem_keys can only be co-located with a table that Citus distributes by hash.',
+					  HINT = format('Distribute it first: SELECT create_distributed_table(%L, ''<column>''), on a column of type text COLLATE "C".',
+									colocate_with::text);
+		END IF;
+		SELECT a.atttypid, a.attcollation INTO dist_type, dist_collation
+		  FROM pg_attribute AS a
+		 WHERE a.attrelid = colocate_with AND a.attname = dist_column;
+		IF dist_type IS DISTINCT FROM 'text'::regtype
+		   OR dist_collation IS DISTINCT FROM (SELECT c.oid FROM pg_collation AS c
+												WHERE c.collname = 'C' AND c.collnamespace = 'pg_catalog'::regnamespace) THEN
+			RAISE EXCEPTION 'distribution column "%" of table % is % COLLATE %, not text COLLATE "C"',
+					dist_column, colocate_with, format_type(dist_type, NULL),
+					coalesce((SELECT quote_ident(c.collname) FROM pg_collation AS c WHERE c.oid = dist_collation), 'none')
+				USING ERRCODE = 'datatype_mismatch',
+					  DETAIL = 'Citus co-locates rows by the hash of the distribution column, and idem_keys is distributed by scope, of type text COLLATE "C": the other table''s column must have the same type and collation.',
+					  HINT = format('Undistribute the table, change the column, and distribute it again: SELECT undistribute_table(%L); ALTER TABLE %s ALTER COLUMN %I TYPE text COLLATE "C"; SELECT create_distributed_table(%L, %L);',
+									colocate_with::text, colocate_with::text, dist_column,
+									colocate_with::text, dist_column);
+		END IF;
+	END IF;
+
+	-- idem_keys: distributed by scope, unless it already is
+	EXECUTE 'SELECT p.partmethod, p.colocationid, pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+			   FROM pg_catalog.pg_dist_partition AS p WHERE p.logicalrelid = $1'
+		INTO method, keys_colocation, dist_column USING keys;
+	IF method IS NULL THEN
+		IF colocate_with IS NULL THEN
+			-- a group of its own: Citus's default one may hold tables of
+			-- another collation, which cannot be co-located with it
+			PERFORM create_distributed_table(keys, 'scope', colocate_with => 'none');
+		ELSE
+			PERFORM create_distributed_table(keys, 'scope', colocate_with => colocate_with::text);
+		END IF;
+		RETURN NEXT keys::text;
+	ELSIF method <> 'h' OR dist_column <> 'scope' THEN
+		RAISE EXCEPTION 'table "idem_keys" is already a Citus table, not distributed by scope'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Undo it with undistribute_table(''idem_keys''), then call idem_distribute() again.';
+	ELSIF colocate_with IS NOT NULL AND keys_colocation IS DISTINCT FROM other_colocation THEN
+		RAISE EXCEPTION 'table "idem_keys" is already distributed, and not co-located with table %', colocate_with
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Co-locate them with SELECT update_distributed_table_colocation(''idem_keys'', colocate_with => %L).',
+								colocate_with::text);
+	END IF;
+
+	-- every function of the extension with an input argument named scope, as
+	-- the catalog has it now
+	SELECT e.oid INTO ext FROM pg_extension AS e WHERE e.extname = 'idempotency';
+	FOR f IN
+		SELECT p.oid::regprocedure
+		  FROM pg_proc AS p
+		  JOIN pg_depend AS d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+						   AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext
+						   AND d.deptype = 'e'
+		 WHERE EXISTS (SELECT FROM unnest(p.proargnames, p.proargmodes) AS a(argname, argmode)
+						WHERE a.argname = 'scope' AND coalesce(a.argmode, 'i') IN ('i', 'b'))
+		 ORDER BY p.proname, p.oid
+	LOOP
+		PERFORM create_distributed_function(f, distribution_arg_name => 'scope',
+											colocate_with => keys::text, force_delegation => true);
+		RETURN NEXT f::text;
+	END LOOP;
+END
+$idem_distribute$;
+
+COMMENT ON FUNCTION @extschema@.idem_distribute(regclass) IS 'Citus: distribute idem_keys by scope and delegate the functions to the shard''s node';
+
+REVOKE ALL ON FUNCTION @extschema@.idem_distribute(regclass) FROM PUBLIC;

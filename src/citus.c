@@ -27,6 +27,17 @@
  * (the code reads rows by attribute number) and a primary key on the same
  * columns.  A key whose shard is not on this node is an error: writing the
  * shell would hide the key from every other node.
+ *
+ * A call takes Citus's metadata lock of the key's shard in share mode, as
+ * Citus's own writes do, and holds it to the end of its transaction: a shard
+ * move (or split, or rebalance) takes it in exclusive mode on every node
+ * while it switches the shard to its new node, so it waits for the keys
+ * written on the old node to be copied, and a call that waited for it finds
+ * the shard gone and fails with 40001, to be retried through the coordinator.
+ *
+ * The sweep (sweep.c) deletes expired keys from every shard this node
+ * holds, through each shard's own index on expires_at, and never from the
+ * shell.
  */
 #include "postgres.h"
 
@@ -37,12 +48,16 @@
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am_d.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/primnodes.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -54,6 +69,14 @@
 #include "compat.h"
 #include "idempotency.h"
 #include "citus.h"
+
+/*
+ * The classes of Citus's advisory locks on a shard's metadata, by shard id,
+ * and by co-location group and shard index (ADV_LOCKTAG_CLASS_CITUS_* in
+ * Citus's resource_lock.h)
+ */
+#define CITUS_SHARD_METADATA_LOCK	4
+#define CITUS_COLOCATED_SHARDS_METADATA_LOCK	8
 
 /* One shard of idem_keys: its hash range and, once looked up, its relation */
 typedef struct IdemShard
@@ -74,6 +97,7 @@ typedef struct IdemCitusState
 	bool		distributed;	/* hash-distributed by Citus on scope */
 	Oid			nsp;			/* schema of idem_keys and its shards */
 	Oid			collation;		/* of the distribution column */
+	uint32		colocation_id;	/* 0: none */
 	FmgrInfo	hash;			/* hash function of the column's type */
 	int			nshards;
 	IdemShard  *shards;			/* by minvalue, in CacheMemoryContext */
@@ -162,6 +186,9 @@ read_partition(const IdemCatalog *cat)
 		d = heap_getattr(tuple, citus_column(relid, "partmethod"),
 						 RelationGetDescr(rel), &isnull);
 		method = isnull ? 0 : DatumGetChar(d);
+		d = heap_getattr(tuple, citus_column(relid, "colocationid"),
+						 RelationGetDescr(rel), &isnull);
+		state.colocation_id = isnull ? 0 : DatumGetUInt32(d);
 		d = heap_getattr(tuple, citus_column(relid, "partkey"),
 						 RelationGetDescr(rel), &isnull);
 		if (!isnull)
@@ -378,6 +405,30 @@ find_shard(const text *scope)
 	return NULL;
 }
 
+/*
+ * Take Citus's metadata lock of a shard in share mode, to the end of the
+ * transaction, as Citus does for a write to the shard: a shard move or split
+ * takes it in exclusive mode on every node while it switches the shard to
+ * its new placement, so a key is never written to a placement that is being
+ * left.  The lock is that of the shard's index in its co-location group, as
+ * Citus locks a hash-distributed shard.  True if it was not held yet (the
+ * placements may have changed since they were read).
+ */
+static bool
+lock_shard_metadata(const IdemShard *shard)
+{
+	LOCKTAG		tag;
+
+	if (state.colocation_id != 0)
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (shard - state.shards),
+							 state.colocation_id,
+							 CITUS_COLOCATED_SHARDS_METADATA_LOCK);
+	else
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (shard->shardid >> 32),
+							 (uint32) shard->shardid, CITUS_SHARD_METADATA_LOCK);
+	return LockAcquire(&tag, ShareLock, false, false) == LOCKACQUIRE_OK;
+}
+
 /* Look up a shard's relation on this node, once */
 static void
 resolve_shard(IdemShard *shard)
@@ -411,6 +462,29 @@ keys_relid(const IdemCatalog *cat, const text *scope, IdemShard **shard)
 	if (*shard == NULL)
 		return InvalidOid;
 	resolve_shard(*shard);
+	if (lock_shard_metadata(*shard))
+	{
+		bool		was_here = OidIsValid((*shard)->relid);
+		int64		shardid = (*shard)->shardid;
+
+		/* a shard move that held the lock may have moved it */
+		AcceptInvalidationMessages();
+		citus_state(cat);
+		if (!state.distributed)
+			return cat->keys_relid;
+		*shard = find_shard(scope);
+		if (*shard == NULL)
+			return InvalidOid;
+		resolve_shard(*shard);
+		if (was_here && !OidIsValid((*shard)->relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("the shard of table \"idem_keys\" for scope \"%s\" has moved to another node",
+							text_to_cstring(scope)),
+					 errdetail("Shard " INT64_FORMAT " was moved while this call was routed to the node that held it.",
+							   shardid),
+					 errhint("Retry the transaction: it will be routed to the shard's new node.")));
+	}
 	return (*shard)->relid;
 }
 
@@ -563,4 +637,110 @@ idem_citus_commit_rel(Relation *rel, IdemWriter **writer, Oid relid,
 		table_close(*rel, NoLock);
 	*rel = table_open(relid, RowExclusiveLock);
 	return true;
+}
+
+/*
+ * The shards of idem_keys that this node holds, as a list of relation OIDs
+ * in the order of their hash ranges: what a sweep of this node deletes from.
+ * *distributed is false (and the list empty) when idem_keys is not
+ * distributed by Citus; the caller then sweeps idem_keys itself.  The
+ * caller holds a lock on idem_keys.
+ */
+List *
+idem_citus_local_shards(bool *distributed)
+{
+	const IdemCatalog *cat = idem_catalog();
+	List	   *result = NIL;
+	int			i;
+
+	citus_state(cat);
+	*distributed = state.distributed;
+	if (!state.distributed)
+		return NIL;
+	for (i = 0; i < state.nshards; i++)
+	{
+		resolve_shard(&state.shards[i]);
+		if (OidIsValid(state.shards[i].relid))
+			result = lappend_oid(result, state.shards[i].relid);
+	}
+	return result;
+}
+
+/* The btree index of a shard whose only key column is expires_at, or InvalidOid */
+static Oid
+shard_expires_index(Relation shard, AttrNumber expires_attnum)
+{
+	List	   *indexes = RelationGetIndexList(shard);
+	ListCell   *lc;
+	Oid			result = InvalidOid;
+
+	foreach(lc, indexes)
+	{
+		Oid			indexid = lfirst_oid(lc);
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid));
+		HeapTuple	classtup;
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		index = (Form_pg_index) GETSTRUCT(tup);
+		classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexid));
+		if (HeapTupleIsValid(classtup) &&
+			((Form_pg_class) GETSTRUCT(classtup))->relam == BTREE_AM_OID &&
+			index->indnkeyatts == 1 &&
+			index->indkey.values[0] == expires_attnum &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
+			index->indisvalid)
+			result = indexid;
+		if (HeapTupleIsValid(classtup))
+			ReleaseSysCache(classtup);
+		ReleaseSysCache(tup);
+		if (OidIsValid(result))
+			break;
+	}
+	list_free(indexes);
+	return result;
+}
+
+/*
+ * Open a shard of idem_keys for a sweep, with lockmode, checked like the
+ * shard of a claim; *expires_index is set to its index on expires_at.  NULL
+ * if the shard is gone (moved or dropped since it was listed), or, with
+ * nowait, locked.  A shard without that index is an error, as idem_keys
+ * without it is.
+ */
+Relation
+idem_citus_open_shard(Oid relid, LOCKMODE lockmode, bool nowait,
+					  Oid *expires_index)
+{
+	const IdemCatalog *cat = idem_catalog();
+	Relation	shell;
+	Relation	shard;
+
+	if (nowait)
+	{
+		if (!ConditionalLockRelationOid(relid, lockmode))
+			return NULL;
+		shard = try_table_open(relid, NoLock);
+	}
+	else
+		shard = try_table_open(relid, lockmode);
+	if (shard == NULL)
+		return NULL;
+
+	/* the caller holds its lock on idem_keys */
+	shell = table_open(cat->keys_relid, NoLock);
+	check_shard(shell, shard);
+	table_close(shell, NoLock);
+
+	*expires_index = shard_expires_index(shard, cat->attnum[IDEM_COL_EXPIRES_AT]);
+	if (!OidIsValid(*expires_index))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("shard \"%s\" of table \"idem_keys\" has no btree index on expires_at",
+						RelationGetRelationName(shard)),
+				 errdetail("The sweep deletes expired keys in the order of that index."),
+				 errhint("Create one on the distributed table with CREATE INDEX ON idem_keys (expires_at).")));
+	return shard;
 }

@@ -17,6 +17,10 @@
  * batch that deletes as many rows as it was asked for leaves a mark where it
  * stopped, and the next batch of this backend starts there.
  *
+ * Under Citus, idem_keys is an empty shell on every node and the keys are
+ * in its shards: a node sweeps the shards it holds (citus.c lists them), each
+ * through its own index on expires_at, and the mark names the shard.
+ *
  * A sweep is maintenance, and must not make claims wait for the CPU: the
  * background worker sleeps on its latch between batches to keep under
  * idempotency.sweep_rate_limit (worker.c).  Within a batch the sweep only
@@ -44,6 +48,7 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "citus.h"
 
 PG_FUNCTION_INFO_V1(idem_sweep);
 
@@ -103,17 +108,15 @@ leased(TupleTableSlot *slot, const IdemCatalog *cat, TimestampTz now)
 }
 
 /*
- * Delete up to max_rows expired keys (all of them if max_rows is 0) in the
- * current transaction; returns how many.  With nowait, give up at once if
- * the table is locked (DROP EXTENSION, say) rather than queue behind it.
+ * Delete up to max_rows expired keys (all of them if max_rows is 0) from one
+ * relation, idem_keys or a shard of it, through its index on expires_at, in
+ * the current transaction; returns how many.  A batch that deletes max_rows
+ * keys leaves the mark where it stopped.
  */
-int64
-idem_sweep_keys(int64 max_rows, bool nowait)
+static int64
+sweep_relation(Relation rel, Oid indexid, int64 max_rows, TimestampTz now)
 {
-	const IdemCatalog *cat;
-	TimestampTz now = GetCurrentTimestamp();
-	Oid			relid;
-	Relation	rel;
+	const IdemCatalog *cat = idem_catalog();
 	Relation	index;
 	IndexScanDesc scan;
 	ScanKeyData skey[2];
@@ -124,25 +127,12 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 	CommandId	cid;
 	int64		deleted = 0;
 
-	/* with nowait, a table that is locked or gone is left for the next run */
-	relid = idem_catalog_lock_keys(RowExclusiveLock, nowait);
-	if (!OidIsValid(relid))
-		return 0;
-	cat = idem_catalog();
-	if (!OidIsValid(cat->expires_indexid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"idem_keys\" has no btree index on expires_at"),
-				 errdetail("The sweep deletes expired keys in the order of that index."),
-				 errhint("Create one with CREATE INDEX ON idem_keys (expires_at).")));
-	rel = table_open(relid, NoLock);
-	index = index_open(cat->expires_indexid, AccessShareLock);
-
+	index = index_open(indexid, AccessShareLock);
 	cid = GetCurrentCommandId(true);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&skey[0], 1, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
 				TimestampTzGetDatum(now));
-	if (resume_valid(cat->keys_relid))
+	if (resume_valid(RelationGetRelid(rel)))
 		ScanKeyInit(&skey[nkeys++], 1, BTGreaterEqualStrategyNumber,
 					F_TIMESTAMPTZ_GE, TimestampTzGetDatum(resume.expires_at));
 	slot = table_slot_create(rel, NULL);
@@ -173,19 +163,110 @@ idem_sweep_keys(int64 max_rows, bool nowait)
 
 	if (max_rows > 0 && deleted == max_rows)
 	{
-		resume.relid = cat->keys_relid;
+		resume.relid = RelationGetRelid(rel);
 		resume.xid = GetCurrentTransactionIdIfAny();
 		resume.expires_at = last_expires;
 	}
-	else
-		resume.relid = InvalidOid;	/* the run is over */
 
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snapshot);
-	/* both stay locked until the transaction ends */
+	/* the index stays locked until the transaction ends */
 	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	return deleted;
+}
+
+/*
+ * Delete expired keys from the shards of idem_keys that this node holds,
+ * under Citus, up to max_rows in all.  A run of batches goes round the
+ * shards: a batch starts in the shard where the previous full batch
+ * stopped, at its mark, and goes on through the following ones.  With
+ * nowait a locked shard is left for the next run.
+ */
+static int64
+sweep_shards(List *shards, int64 max_rows, bool nowait, TimestampTz now)
+{
+	int			n = list_length(shards);
+	int			start = 0;
+	int			i;
+	int64		deleted = 0;
+
+	for (i = 0; i < n; i++)
+	{
+		if (list_nth_oid(shards, i) == resume.relid &&
+			resume_valid(resume.relid))
+		{
+			start = i;
+			break;
+		}
+	}
+	for (i = 0; i < n; i++)
+	{
+		Oid			relid = list_nth_oid(shards, (start + i) % n);
+		Oid			indexid;
+		Relation	rel;
+
+		/* the mark is for its own shard only */
+		if (relid != resume.relid)
+			resume.relid = InvalidOid;
+		rel = idem_citus_open_shard(relid, RowExclusiveLock, nowait, &indexid);
+		if (rel == NULL)
+			continue;
+		deleted += sweep_relation(rel, indexid,
+								  max_rows > 0 ? max_rows - deleted : 0, now);
+		/* it stays locked until the transaction ends */
+		table_close(rel, NoLock);
+		if (max_rows > 0 && deleted == max_rows)
+			break;
+	}
+	return deleted;
+}
+
+/*
+ * Delete up to max_rows expired keys (all of them if max_rows is 0) in the
+ * current transaction; returns how many.  With nowait, give up at once if
+ * the table is locked (DROP EXTENSION, say) rather than queue behind it.
+ * When Citus distributes idem_keys, the keys are in its shards, and the
+ * sweep deletes from those this node holds, never from the empty shell.
+ */
+int64
+idem_sweep_keys(int64 max_rows, bool nowait)
+{
+	const IdemCatalog *cat;
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			relid;
+	List	   *shards;
+	bool		distributed;
+	int64		deleted;
+
+	/* with nowait, a table that is locked or gone is left for the next run */
+	relid = idem_catalog_lock_keys(RowExclusiveLock, nowait);
+	if (!OidIsValid(relid))
+		return 0;
+	cat = idem_catalog();
+	if (!OidIsValid(cat->expires_indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"idem_keys\" has no btree index on expires_at"),
+				 errdetail("The sweep deletes expired keys in the order of that index."),
+				 errhint("Create one with CREATE INDEX ON idem_keys (expires_at).")));
+
+	shards = idem_citus_local_shards(&distributed);
+	if (distributed)
+		deleted = sweep_shards(shards, max_rows, nowait, now);
+	else
+	{
+		Relation	rel = table_open(relid, NoLock);
+
+		deleted = sweep_relation(rel, cat->expires_indexid, max_rows, now);
+		/* it stays locked until the transaction ends */
+		table_close(rel, NoLock);
+	}
+	list_free(shards);
+
+	/* a batch that found fewer keys than it was asked for ends the run */
+	if (max_rows == 0 || deleted < max_rows)
+		resume.relid = InvalidOid;
 
 	if (deleted > 0)
 		CommandCounterIncrement();
