@@ -88,3 +88,7 @@ SELECT idem_sweep(-1);
 
 -- still nothing changed
 SELECT left(key, 8) AS key, status, response FROM idem_keys ORDER BY key;
+
+-- distributing with Citus needs Citus
+SELECT idem_distribute();
+\echo :LAST_ERROR_SQLSTATE
