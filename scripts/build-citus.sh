@@ -11,8 +11,8 @@
 #
 # Citus 13.2.2 (with the patch for PostgreSQL 15.20's headers) is used for
 # PostgreSQL 15, Citus 14.0.1 for 16-18; the tarballs are taken from
-# CITUS_VENDOR (by default ../shared/vendor beside the checkout) and checked
-# against the SHA256SUMS file there.  The cache is keyed by the checksums of
+# CITUS_VENDOR, ../shared/vendor beside the checkout, or the copy kept in the
+# cache by an earlier run, and checked against the SHA256SUMS file there.  The cache is keyed by the checksums of
 # the tarball and patch and by the PostgreSQL build (version, configure flags,
 # compiler flags), so a second run, or a run for another copy of the same
 # PostgreSQL, reuses the build.  Builds run niced, with at most two jobs.
@@ -29,22 +29,39 @@ fi
 pgc=${1:-${PG_CONFIG:-}}
 [ -n "$pgc" ] && [ -x "$pgc" ] || { echo "usage: $0 PG_CONFIG" >&2; exit 2; }
 
-vendor=${CITUS_VENDOR:-$(cd .. && pwd)/shared/vendor}
 major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
-patch=""
 case "$major" in
-15) tarball=$vendor/citus-13.2.2.tar.gz; patch=$vendor/citus-13.2.2-pg15.20.patch ;;
-16 | 17 | 18) tarball=$vendor/citus-14.0.1.tar.gz ;;
+15) files="citus-13.2.2.tar.gz citus-13.2.2-pg15.20.patch" ;;
+16 | 17 | 18) files="citus-14.0.1.tar.gz" ;;
 *) echo "no Citus for PostgreSQL $major" >&2; exit 1 ;;
 esac
-for f in "$tarball" $patch; do
-	[ -f "$f" ] || { echo "missing: $f" >&2; exit 1; }
-	(cd "$(dirname "$f")" && grep " $(basename "$f")\$" SHA256SUMS | sha256sum -c --quiet -) >&2 ||
-		{ echo "checksum mismatch: $f" >&2; exit 1; }
+
+# The sources: CITUS_VENDOR, or ../shared/vendor beside the checkout, or the
+# copy that an earlier run kept in the cache (a checkout elsewhere then still
+# finds them); checked against the SHA256SUMS beside them.
+kept="$(cache_dir)/vendor"
+vendor=""
+for dir in ${CITUS_VENDOR:-} "$(cd .. && pwd)/shared/vendor" "$kept"; do
+	all=1
+	for f in $files; do [ -f "$dir/$f" ] || all=0; done
+	if [ "$all" = 1 ] && [ -f "$dir/SHA256SUMS" ]; then vendor=$dir; break; fi
 done
+[ -n "$vendor" ] || { echo "missing: $files (looked in ${CITUS_VENDOR:-} ../shared/vendor $kept)" >&2; exit 1; }
+for f in $files; do
+	(cd "$vendor" && grep " $f\$" SHA256SUMS | sha256sum -c --quiet -) >&2 ||
+		{ echo "checksum mismatch: $vendor/$f" >&2; exit 1; }
+done
+if [ "$vendor" != "$kept" ]; then
+	mkdir -p "$kept"
+	for f in $files SHA256SUMS; do cp -f "$vendor/$f" "$kept/$f.new" && mv -f "$kept/$f.new" "$kept/$f"; done
+fi
+set -- $files
+tarball=$vendor/$1
+patch=${2:+$vendor/$2}
 
 version=$(basename "$tarball" .tar.gz)
-sum=$( { sha256sum "$tarball"; [ -z "$patch" ] || sha256sum "$patch"; } | sha256sum | cut -c1-16)
+# (the files' contents, not where they were found)
+sum=$( { sha256sum <"$tarball"; [ -z "$patch" ] || sha256sum <"$patch"; } | sha256sum | cut -c1-16)
 pgid=$( { "$pgc" --version; "$pgc" --configure; "$pgc" --cflags; } | sha256sum | cut -c1-12)
 prefix="$(cache_dir)/$version-$sum-pg$major-$pgid"
 

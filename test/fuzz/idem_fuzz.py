@@ -1271,6 +1271,16 @@ def grant(conn, quiet=False):
             "TO fuzz_app, fuzz_group, fuzz_member, fuzz_admin",
         ):
             conn.execute(sql.SQL(stmt).format(s=s))
+        # the functions of 0.2 (the extension may be at 0.1)
+        for func in ("idem_claim_many", "idem_complete_many", "idem_renew", "idem_current_key",
+                     "idem_current_keys", "idem_offset_advance", "idem_offset_get",
+                     "idem_offset_forget", "idem_notify_token"):
+            try:
+                conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {s}.{f} "
+                                     "TO fuzz_app, fuzz_group, fuzz_member, fuzz_admin").format(
+                                         s=s, f=sql.Identifier(func)))
+            except psycopg.Error:
+                pass
     except psycopg.Error:
         if not quiet:
             raise
