@@ -13,6 +13,7 @@
 #include "miscadmin.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -253,4 +254,27 @@ idem_interval_usecs(const Interval *span)
 {
 	return span->time + span->day * USECS_PER_DAY +
 		(int64) span->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+/*
+ * Fetch a one-dimensional array argument of elemtype (text or jsonb): false
+ * if it is NULL, else its elements and NULL flags in *elems and *nulls, and
+ * their number in *n
+ */
+bool
+idem_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+			   Oid elemtype, Datum **elems, bool **nulls, int *n)
+{
+	ArrayType  *array;
+
+	*n = 0;
+	if (PG_ARGISNULL(argno))
+		return false;
+	array = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	deconstruct_array(array, elemtype, -1, false, TYPALIGN_INT, elems, nulls, n);
+	return true;
 }

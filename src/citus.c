@@ -447,6 +447,23 @@ resolve_shard(IdemShard *shard)
 }
 
 /*
+ * Find a scope's shard, with its relation on this node resolved: false when
+ * idem_keys is not distributed; *shard is NULL when no shard covers the scope
+ */
+static bool
+locate_shard(const IdemCatalog *cat, const text *scope, IdemShard **shard)
+{
+	citus_state(cat);
+	*shard = NULL;
+	if (!state.distributed)
+		return false;
+	*shard = find_shard(scope);
+	if (*shard != NULL)
+		resolve_shard(*shard);
+	return true;
+}
+
+/*
  * The relation of a scope's key on this node: idem_keys when it is not
  * distributed, else its shard, or InvalidOid when the shard is not here;
  * *shard is set to the shard, or NULL
@@ -454,37 +471,32 @@ resolve_shard(IdemShard *shard)
 static Oid
 keys_relid(const IdemCatalog *cat, const text *scope, IdemShard **shard)
 {
-	citus_state(cat);
-	*shard = NULL;
-	if (!state.distributed)
+	bool		was_here;
+	int64		shardid;
+
+	if (!locate_shard(cat, scope, shard))
 		return cat->keys_relid;
-	*shard = find_shard(scope);
 	if (*shard == NULL)
 		return InvalidOid;
-	resolve_shard(*shard);
-	if (lock_shard_metadata(*shard))
-	{
-		bool		was_here = OidIsValid((*shard)->relid);
-		int64		shardid = (*shard)->shardid;
+	if (!lock_shard_metadata(*shard))
+		return (*shard)->relid;
 
-		/* a shard move that held the lock may have moved it */
-		AcceptInvalidationMessages();
-		citus_state(cat);
-		if (!state.distributed)
-			return cat->keys_relid;
-		*shard = find_shard(scope);
-		if (*shard == NULL)
-			return InvalidOid;
-		resolve_shard(*shard);
-		if (was_here && !OidIsValid((*shard)->relid))
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("the shard of table \"idem_keys\" for scope \"%s\" has moved to another node",
-							text_to_cstring(scope)),
-					 errdetail("Shard " INT64_FORMAT " was moved while this call was routed to the node that held it.",
-							   shardid),
-					 errhint("Retry the transaction: it will be routed to the shard's new node.")));
-	}
+	/* a shard move that held the lock may have moved it: look again */
+	was_here = OidIsValid((*shard)->relid);
+	shardid = (*shard)->shardid;
+	AcceptInvalidationMessages();
+	if (!locate_shard(cat, scope, shard))
+		return cat->keys_relid;
+	if (*shard == NULL)
+		return InvalidOid;
+	if (was_here && !OidIsValid((*shard)->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("the shard of table \"idem_keys\" for scope \"%s\" has moved to another node",
+						text_to_cstring(scope)),
+				 errdetail("Shard " INT64_FORMAT " was moved while this call was routed to the node that held it.",
+						   shardid),
+				 errhint("Retry the transaction: it will be routed to the shard's new node.")));
 	return (*shard)->relid;
 }
 

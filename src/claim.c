@@ -529,21 +529,13 @@ batch_key_cmp(const void *a, const void *b)
 static text **
 text_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname, int *n)
 {
-	ArrayType  *array;
 	Datum	   *elems;
 	bool	   *nulls;
 	text	  **result;
 	int			i;
 
-	*n = 0;
-	if (PG_ARGISNULL(argno))
+	if (!idem_array_arg(fcinfo, argno, argname, TEXTOID, &elems, &nulls, n))
 		return NULL;
-	array = PG_GETARG_ARRAYTYPE_P(argno);
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("%s must be a one-dimensional array", argname)));
-	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
 	result = palloc(sizeof(text *) * Max(*n, 1));
 	for (i = 0; i < *n; i++)
 		result[i] = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
@@ -622,7 +614,7 @@ idem_claim_many(PG_FUNCTION_ARGS)
 		idem_key_prepare(&keylocks[i], &args.name);
 		idem_key_watch(&keylocks[i]);
 		order[i].pos = i;
-		order[i].hash = idem_key_hash(&args.name);
+		order[i].hash = keylocks[i].hash;
 	}
 	idem_keys_fetch_many(rel, args.name.scope, args.name.owner, keys, n,
 						 SnapshotSelf, rows, found);

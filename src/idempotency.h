@@ -230,6 +230,8 @@ extern text *idem_key_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_check_key(text *key);
 extern text *idem_check_fingerprint(text *fingerprint);
 extern int64 idem_wait_timeout_arg(FunctionCallInfo fcinfo, int argno);
+extern bool idem_array_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+						   Oid elemtype, Datum **elems, bool **nulls, int *n);
 extern text *idem_scope_arg(FunctionCallInfo fcinfo, int argno);
 extern Oid	idem_owner_arg(FunctionCallInfo fcinfo, int argno);
 extern text *idem_fingerprint_arg(FunctionCallInfo fcinfo, int argno);

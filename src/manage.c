@@ -138,19 +138,15 @@ attempt_refused(const IdemRow *row, text *key, int32 attempt)
 				 errdetail("It was given up with idem_release(), and attempt %d took the key over.",
 						   current),
 				 errhint("Stop working on this key.")));
-	if (attempt < released)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("attempt %d of idempotency key \"%s\" is stale",
-						attempt, idem_key_cstring(key)),
-				 errdetail("The key has been taken over since; the current attempt is %d.",
-						   current),
-				 errhint("Stop working on this key: its current owner will finish it.")));
+	/* older than the last release: it may have been released itself */
 	if (attempt < current)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("attempt %d of idempotency key \"%s\" is stale",
 						attempt, idem_key_cstring(key)),
+				 attempt < released ?
+				 errdetail("The key has been taken over since; the current attempt is %d.",
+						   current) :
 				 errdetail("The lease of attempt %d ran out and the key was taken over; the current attempt is %d.",
 						   attempt, current),
 				 errhint("Stop working on this key: its current owner will finish it.")));
@@ -269,44 +265,27 @@ Datum
 idem_complete_many(PG_FUNCTION_ARGS)
 {
 	IdemKeyName name;
-	ArrayType  *keys_array;
 	Datum	   *keys;
 	bool	   *key_nulls;
 	Datum	   *responses = NULL;
 	bool	   *response_nulls = NULL;
 	int			n;
-	int			nresponses = 0;
+	int			nresponses;
 	Relation	rel;
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 	int			i;
 
-	if (PG_ARGISNULL(0))
+	if (!idem_array_arg(fcinfo, 0, "keys", TEXTOID, &keys, &key_nulls, &n))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("keys must not be null")));
-	keys_array = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(keys_array) > 1)
+	if (idem_array_arg(fcinfo, 1, "responses", JSONBOID, &responses, &response_nulls,
+					   &nresponses) &&
+		nresponses != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("keys must be a one-dimensional array")));
-	deconstruct_array(keys_array, TEXTOID, -1, false, TYPALIGN_INT,
-					  &keys, &key_nulls, &n);
-	if (!PG_ARGISNULL(1))
-	{
-		ArrayType  *array = PG_GETARG_ARRAYTYPE_P(1);
-
-		if (ARR_NDIM(array) > 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-					 errmsg("responses must be a one-dimensional array")));
-		deconstruct_array(array, JSONBOID, -1, false, TYPALIGN_INT,
-						  &responses, &response_nulls, &nresponses);
-		if (nresponses != n)
-			ereport(ERROR,
-					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-					 errmsg("responses must have as many elements as keys"),
-					 errdetail("There are %d keys and %d responses.", n, nresponses)));
-	}
+				 errmsg("responses must have as many elements as keys"),
+				 errdetail("There are %d keys and %d responses.", n, nresponses)));
 	name.scope = idem_scope_arg(fcinfo, 2);
 	name.owner = idem_owner_arg(fcinfo, 3);
 	for (i = 0; i < n; i++)
